@@ -1,0 +1,74 @@
+"""The `keras-albert` command.
+
+Each subcommand lives beside the code it drives, in a module exposing `add_arguments(parser)` and `run(args)`
+(returning an exit status). Modules are imported only when their subcommand runs, so `keras-albert --help` and
+the data commands start without importing TensorFlow.
+"""
+
+import argparse
+import importlib
+import sys
+
+from keras_albert.errors import UserInputError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "train-tokenizer": (
+        "keras_albert.data.tokenizers",
+        "Train a SentencePiece (ALBERT) or WordPiece (BERT) tokenizer from text, or import an existing one.",
+    ),
+    "create-pretraining-data": (
+        "keras_albert.data.create_pretraining_data",
+        "Turn raw text into sharded masked-LM + SOP/NSP TFRecords.",
+    ),
+    "pretrain": ("keras_albert.training.pretrain", "Pretrain ALBERT or BERT on TFRecords."),
+    "squad": ("keras_albert.training.squad", "Finetune on SQuAD v1.1/v2.0, predict and score."),
+    "evaluate-squad": ("keras_albert.data.squad", "Score predictions with the official SQuAD v1.1/v2.0 rules."),
+    "export": ("keras_albert.models.export", "Export a checkpoint as a Hugging Face directory."),
+    "launch-sagemaker": ("keras_albert.sagemaker.launch", "Launch a pretraining or SQuAD job on SageMaker."),
+    "quickstart": ("keras_albert.quickstart", "Tokenizer, data, pretraining and SQuAD on the embedded corpus."),
+}
+
+
+def _available_commands():
+    available = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            available[name] = (module, help_text)
+    return available
+
+
+def build_parser(command=None):
+    parser = argparse.ArgumentParser(
+        prog="keras-albert",
+        description="Pretrain ALBERT/BERT from raw text and finetune on SQuAD (Keras 3, TensorFlow backend).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available_commands().items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(sub)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return module.run(args) or 0
+    except UserInputError as error:
+        print(f"keras-albert {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"keras-albert {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

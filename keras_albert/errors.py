@@ -1,0 +1,9 @@
+"""The one exception type for a user's mistake.
+
+Library code raises `UserInputError` (a `ValueError`) when a file, field or flag is wrong; the `keras-albert`
+command turns it into a one-line message and a non-zero exit instead of a traceback.
+"""
+
+
+class UserInputError(ValueError):
+    """Bad input from the user: a path, a field of a file, or a flag. The message names which."""
