@@ -1,0 +1,29 @@
+"""SQuAD v1.1 / v2.0: reading and validation, features, answer extraction and the official scores.
+
+```python
+from keras_albert.data import squad
+examples = squad.read_squad("dev-v2.0.json")
+features = squad.convert_examples_to_features(examples, tokenizer, is_training=False)
+predictions, nbest, null_odds = squad.extract_answers(examples, features, start_logits, end_logits,
+                                                      version_2_with_negative=True)
+squad.evaluate(squad.load_json("dev-v2.0.json"), predictions, na_probs=null_odds)
+```
+TensorFlow is imported only by `squad_dataset`, so scoring and the `evaluate-squad` command start fast.
+"""
+
+from keras_albert.data.squad.evaluate_command import add_arguments, run
+from keras_albert.data.squad.evaluation import evaluate, exact_match_score, f1_score, normalize_answer
+from keras_albert.data.squad.reading import SquadAnswer, SquadExample, load_json, read_squad
+
+__all__ = [
+    "SquadAnswer",
+    "SquadExample",
+    "add_arguments",
+    "evaluate",
+    "exact_match_score",
+    "f1_score",
+    "load_json",
+    "normalize_answer",
+    "read_squad",
+    "run",
+]

@@ -1,0 +1,64 @@
+"""`keras-albert evaluate-squad DATA.json PREDICTIONS.json`: the official SQuAD scores of a predictions file.
+
+The flags are those of the official `evaluate-v2.0.py` (`--na-prob-file`, `--na-prob-thresh`, `--out-file`), and the
+printed JSON has its keys.
+"""
+
+import json
+import os
+import tempfile
+
+from keras_albert.data.squad.evaluation import evaluate
+from keras_albert.data.squad.reading import load_json
+from keras_albert.errors import UserInputError
+
+
+def add_arguments(parser):
+    parser.add_argument("data_file", metavar="DATA.json", help="SQuAD v1.1 or v2.0 dataset file.")
+    parser.add_argument("pred_file", metavar="PREDICTIONS.json", help="Question id -> predicted answer text.")
+    parser.add_argument(
+        "--na-prob-file", "-n", help="Question id -> no-answer probability (e.g. null_odds.json); adds best_* keys."
+    )
+    parser.add_argument(
+        "--na-prob-thresh", "-t", type=float, default=1.0,
+        help="Predict no answer when the no-answer probability exceeds this (default 1.0, as officially).",
+    )
+    parser.add_argument("--out-file", "-o", help="Also write the scores JSON to this file.")
+
+
+def write_json_atomically(path, value, indent=2):
+    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(value, file, indent=indent)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def run(args):
+    dataset = load_json(args.data_file)
+    predictions = load_json(args.pred_file)
+    if not isinstance(predictions, dict):
+        raise UserInputError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text")
+    na_probs = None
+    if args.na_prob_file:
+        na_probs = load_json(args.na_prob_file)
+        if not isinstance(na_probs, dict) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in na_probs.values()
+        ):
+            raise UserInputError(f"{args.na_prob_file}: must be a JSON object of question id -> number")
+    try:
+        scores = evaluate(dataset, predictions, na_probs=na_probs, na_prob_thresh=args.na_prob_thresh)
+    except UserInputError as error:
+        raise UserInputError(f"{args.data_file}: {error}") from None
+    print(json.dumps(scores, indent=2))
+    if args.out_file:
+        write_json_atomically(args.out_file, scores)
+    return 0
