@@ -13,17 +13,31 @@ TensorFlow is imported only by `squad_dataset`, so scoring and the `evaluate-squ
 
 from keras_albert.data.squad.evaluate_command import add_arguments, run
 from keras_albert.data.squad.evaluation import evaluate, exact_match_score, f1_score, normalize_answer
+from keras_albert.data.squad.features import (
+    SquadFeature,
+    convert_examples_to_features,
+    features_to_arrays,
+    squad_dataset,
+)
+from keras_albert.data.squad.postprocess import extract_answers, write_json, write_predictions
 from keras_albert.data.squad.reading import SquadAnswer, SquadExample, load_json, read_squad
 
 __all__ = [
     "SquadAnswer",
     "SquadExample",
+    "SquadFeature",
     "add_arguments",
+    "convert_examples_to_features",
     "evaluate",
     "exact_match_score",
+    "extract_answers",
     "f1_score",
+    "features_to_arrays",
     "load_json",
     "normalize_answer",
     "read_squad",
     "run",
+    "squad_dataset",
+    "write_json",
+    "write_predictions",
 ]

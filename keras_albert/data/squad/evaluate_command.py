@@ -5,10 +5,9 @@ printed JSON has its keys.
 """
 
 import json
-import os
-import tempfile
 
 from keras_albert.data.squad.evaluation import evaluate
+from keras_albert.data.squad.postprocess import write_json
 from keras_albert.data.squad.reading import load_json
 from keras_albert.errors import UserInputError
 
@@ -24,22 +23,6 @@ def add_arguments(parser):
         help="Predict no answer when the no-answer probability exceeds this (default 1.0, as officially).",
     )
     parser.add_argument("--out-file", "-o", help="Also write the scores JSON to this file.")
-
-
-def write_json_atomically(path, value, indent=2):
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(value, file, indent=indent)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def run(args):
@@ -60,5 +43,5 @@ def run(args):
         raise UserInputError(f"{args.data_file}: {error}") from None
     print(json.dumps(scores, indent=2))
     if args.out_file:
-        write_json_atomically(args.out_file, scores)
+        write_json(args.out_file, scores, indent=2)
     return 0
