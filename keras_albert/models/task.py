@@ -1,0 +1,280 @@
+"""The base of `PretrainingModel` and `SquadModel`: construction, serialisation and large-batch training.
+
+One call of `train_step` is one optimizer update over `gradient_accumulation_steps` micro-batches, looped inside
+the step with `tf.while_loop` (no accumulator variables carried between steps, no `if step % n` around `apply`).
+Losses are normalised by denominators summed over the whole global batch (every micro-batch, every replica)
+before differentiation, so the summed gradients are exactly those of one batch of N*b rows. Gradients are
+all-reduced here, clipped by their global norm after the reduction, and then applied by an optimizer whose own
+all-reduce is switched off (DESIGN traps 1, 4, 9, 13).
+"""
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from keras_albert.errors import UserInputError
+from keras_albert.models.backbones import ENCODERS, model_type_of
+from keras_albert.models.presets import preset_config
+
+logger = logging.getLogger("keras_albert")
+
+BACKBONE_INPUTS = ("input_ids", "input_mask", "segment_ids")
+
+
+def _all_reduce_sum(values):
+    """Sums a list of tensors over replicas; identity without a strategy."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _no_all_reduce(grads_and_vars):
+    return grads_and_vars
+
+
+def _disable_optimizer_all_reduce(optimizer):
+    # Keras' TF optimizer all-reduces inside `apply`; our gradients arrive already reduced (and clipped after
+    # the reduction), so a second reduction would multiply them by the number of replicas.
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        if opt is not None:
+            opt._all_reduce_sum_gradients = _no_all_reduce
+
+
+def _densify(grad):
+    return tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices) else grad
+
+
+def _micro_batch(data, index, num_micro_batches):
+    """Rows [index*b, (index+1)*b) of every tensor, b = ceil(rows / num_micro_batches); empty past the end."""
+    rows = tf.shape(next(iter(data.values())))[0]
+    size = (rows + num_micro_batches - 1) // num_micro_batches
+    start = tf.minimum(index * size, rows)
+    end = tf.minimum(start + size, rows)
+    return {key: value[start:end] for key, value in data.items()}
+
+
+class Task(keras.Model):
+    """A backbone with a task head, trained one large batch per `train_step`.
+
+    Subclasses build the functional graph and define `_loss_terms` (per-micro-batch sums and counts) and
+    `_local_denominators` (what the sums are divided by, before the all-reduce).
+    """
+
+    # names of the (numerator, denominator) pairs reported as metrics, set by subclasses
+    metric_names = ()
+    # the numerators that make up the loss that is differentiated
+    loss_names = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gradient_accumulation_steps = 1
+        self.max_grad_norm = 1.0
+        self._trackers = None
+
+    # ---------------------------------------------------------------- construction and serialisation
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """A randomly initialised model with the architecture of preset `name` (see `keras_albert.presets`).
+
+        Backbone overrides (`vocabulary_size`, `max_sequence_length`, `dropout`, ...) and head arguments of the
+        subclass may be given as keyword arguments.
+        """
+        head_args = {key: overrides.pop(key) for key in list(overrides) if key in cls.head_arguments}
+        config = preset_config(name, **overrides)
+        backbone = ENCODERS[config.pop("model_type")](**config)
+        return cls(backbone, **head_args)
+
+    @classmethod
+    def from_huggingface(cls, path):
+        """Loads a local Hugging Face ALBERT or BERT checkpoint directory, heads included where it has them."""
+        from keras_albert.models import huggingface
+
+        return huggingface.load(cls, path)
+
+    def save_huggingface(self, path):
+        """Writes `config.json` and `model.safetensors` that transformers' Auto classes load unchanged."""
+        from keras_albert.models import huggingface
+
+        huggingface.save(self, path)
+
+    @property
+    def model_type(self):
+        return model_type_of(self.backbone)
+
+    def get_config(self):
+        return {
+            "backbone": keras.layers.serialize(self.backbone),
+            **{key: getattr(self, key) for key in self.head_arguments},
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+    # ---------------------------------------------------------------- training
+
+    def compile(self, optimizer="adam", gradient_accumulation_steps=1, max_grad_norm=1.0, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: a Keras optimizer (e.g. `keras_albert.optimizers.LAMB`), possibly a `LossScaleOptimizer`.
+                Its own `gradient_accumulation_steps` and clipping must be unset: both are done here.
+            gradient_accumulation_steps: int. Micro-batches per optimizer update; every per-replica batch the
+                dataset yields holds all of them.
+            max_grad_norm: float or None. Clip the global gradient norm (after the cross-replica reduction).
+            **kwargs: passed to `keras.Model.compile` (`jit_compile`, `steps_per_execution`, ...). A `loss` is
+                not accepted: the task defines its own.
+        """
+        if int(gradient_accumulation_steps) < 1:
+            raise UserInputError(
+                f"`gradient_accumulation_steps` must be >= 1. Received: {gradient_accumulation_steps}"
+            )
+        if "loss" in kwargs:
+            raise UserInputError(f"{type(self).__name__} computes its own loss; do not pass `loss` to compile().")
+        optimizer = keras.optimizers.get(optimizer)
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        if getattr(inner, "gradient_accumulation_steps", None):
+            raise UserInputError(
+                "Set gradient accumulation with `model.compile(gradient_accumulation_steps=N)`, not on the "
+                "optimizer (Keras' own accumulation breaks under tf.distribute and feeds micro-steps to schedules)."
+            )
+        if any(getattr(inner, name, None) for name in ("clipnorm", "clipvalue", "global_clipnorm")):
+            raise UserInputError(
+                "Set clipping with `model.compile(max_grad_norm=...)`, which clips after the cross-replica "
+                "reduction; the optimizer's clipnorm/clipvalue/global_clipnorm must be unset."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        _disable_optimizer_all_reduce(self.optimizer)
+        self.gradient_accumulation_steps = int(gradient_accumulation_steps)
+        self.max_grad_norm = max_grad_norm
+
+    def get_compile_config(self):
+        config = super().get_compile_config() or {}
+        if self.compiled:
+            config.update(
+                gradient_accumulation_steps=self.gradient_accumulation_steps, max_grad_norm=self.max_grad_norm
+            )
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        optimizer = keras.optimizers.deserialize(config.pop("optimizer"))
+        known = ("gradient_accumulation_steps", "max_grad_norm", "jit_compile", "steps_per_execution")
+        self.compile(optimizer=optimizer, **{key: config[key] for key in known if key in config})
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _make_trackers(self):
+        names = ["loss", *self.metric_names, "learning_rate", "grad_norm", "loss_scale", "nonfinite_steps"]
+        trackers = {}
+        for name in names:
+            tracker = keras.metrics.Sum(name=name) if name == "nonfinite_steps" else keras.metrics.Mean(name=name)
+            trackers[name] = tracker
+        return trackers
+
+    @property
+    def trackers(self):
+        if self._trackers is None:
+            self._trackers = self._make_trackers()
+        return self._trackers
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _model_inputs(self, data):
+        return {key: data[key] for key in self.input_names_used}
+
+    def _accumulate(self, data, training):
+        """Runs the micro-batches.
+
+        Returns (gradients as {variable index: all-reduced sum} or None, global sums of the numerators, global
+        denominators).
+        """
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        data = {key: tf.convert_to_tensor(value) for key, value in {**x, **(y or {})}.items()}
+        n = self.gradient_accumulation_steps if training else 1
+        denominators = dict(zip(self.denominator_names, _all_reduce_sum(list(self._local_denominators(data)))))
+        variables = self.trainable_variables
+        unused = set()  # indices of variables the loss does not reach (e.g. a switched-off head), found at trace
+        scale_loss = self.optimizer.scale_loss if training else (lambda loss: loss)
+
+        def micro_step(i, grads, sums):
+            micro = _micro_batch(data, i, n)
+            if training:
+                with tf.GradientTape() as tape:
+                    outputs = self(self._model_inputs(micro), training=True)
+                    terms = self._loss_terms(micro, outputs)
+                    loss = self._loss_from_terms(terms, denominators)
+                    scaled = scale_loss(loss)
+                new_grads = tape.gradient(scaled, variables)
+                unused.update(k for k, g in enumerate(new_grads) if g is None)
+                grads = [g if ng is None else g + _densify(ng) for g, ng in zip(grads, new_grads)]
+            else:
+                outputs = self(self._model_inputs(micro), training=False)
+                terms = self._loss_terms(micro, outputs)
+            sums = [s + tf.cast(terms[name], tf.float32) for s, name in zip(sums, self.numerator_names)]
+            return i + 1, grads, sums
+
+        grads = [tf.zeros_like(v.value) for v in variables] if training else []
+        sums = [tf.zeros((), tf.float32) for _ in self.numerator_names]
+        if n == 1:
+            _, grads, sums = micro_step(tf.constant(0), grads, sums)
+        else:
+            _, grads, sums = tf.while_loop(
+                lambda i, *_: i < n, micro_step, (tf.constant(0), grads, sums), parallel_iterations=1
+            )
+        sums = dict(zip(self.numerator_names, _all_reduce_sum(sums)))
+        if training:
+            used = [k for k in range(len(variables)) if k not in unused]
+            grads = dict(zip(used, _all_reduce_sum([grads[k] for k in used])))
+        return grads, sums, denominators
+
+    def _update_trackers(self, sums, denominators):
+        loss = self._loss_from_terms(sums, denominators)
+        self.trackers["loss"].update_state(loss)
+        for name, (numerator, denominator) in self.metric_names.items():
+            self.trackers[name].update_state(sums[numerator] / tf.maximum(denominators[denominator], 1e-9))
+
+    def _logs(self, names):
+        return {name: self.trackers[name].result() for name in names}
+
+    def train_step(self, data):
+        grads, sums, denominators = self._accumulate(data, training=True)
+        optimizer = self.optimizer
+        scale = getattr(optimizer, "dynamic_scale", None)
+        scale = tf.cast(scale, tf.float32) if scale is not None else tf.constant(1.0)
+        grad_norm = tf.linalg.global_norm(list(grads.values())) / scale
+        if self.max_grad_norm:
+            factor = tf.minimum(1.0, self.max_grad_norm / tf.maximum(grad_norm, 1e-12))
+            grads = {k: g * tf.cast(factor, g.dtype) for k, g in grads.items()}
+        finite = tf.math.is_finite(grad_norm)
+        learning_rate = optimizer.learning_rate
+        variables = self.trainable_variables
+        optimizer.apply(list(grads.values()), [variables[k] for k in grads])
+
+        self._update_trackers(sums, denominators)
+        self.trackers["learning_rate"].update_state(learning_rate)
+        self.trackers["grad_norm"].update_state(grad_norm)
+        self.trackers["loss_scale"].update_state(scale)
+        self.trackers["nonfinite_steps"].update_state(tf.cast(tf.logical_not(finite), tf.float32))
+        names = ["loss", *self.metric_names, "learning_rate", "grad_norm"]
+        if hasattr(optimizer, "dynamic_scale"):
+            names += ["loss_scale", "nonfinite_steps"]
+        return self._logs(names)
+
+    def test_step(self, data):
+        _, sums, denominators = self._accumulate(data, training=False)
+        self._update_trackers(sums, denominators)
+        return self._logs(["loss", *self.metric_names])
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self(self._model_inputs(x), training=False)
