@@ -1,0 +1,134 @@
+"""AdamW as BERT uses it: Adam with decoupled weight decay and regex exclusions on variable paths."""
+
+import keras
+from keras import ops
+
+from keras_albert.optimizers.lamb import (
+    as_learning_rate,
+    check_patterns,
+    dense_gradient,
+    matches_any,
+    resolve_weight_decay,
+    variable_path,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_albert")
+class AdamW(keras.optimizers.Optimizer):
+    """Adam with decoupled weight decay, excluding variables by regexes on their full paths.
+
+    The "AdamWeightDecay" of BERT (Devlin et al., 2018, https://arxiv.org/abs/1810.04805) and of the 2020 reference's
+    `--optimizer=adamw` (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", https://arxiv.org/abs/1711.05101).
+    For each variable `w` with gradient `g` at update `t` (1-based):
+
+    ```
+    m = beta_1 * m + (1 - beta_1) * g            v = beta_2 * v + (1 - beta_2) * g**2
+    m_hat = m / (1 - beta_1**t)                  v_hat = v / (1 - beta_2**t)     (m, v when bias_correction=False)
+    w -= learning_rate * (m_hat / (sqrt(v_hat) + epsilon) + weight_decay * w)
+    ```
+
+    The decay term is skipped for variables whose path matches `exclude_from_weight_decay` (`re.search` on the full
+    path, e.g. `.../self_attention_layer_norm/gamma`). Bias correction is on by default: the 2020 reference's AdamW
+    was transformers' `AdamWeightDecay`, Keras' Adam (bias-corrected) plus this decay. Google's original BERT
+    `AdamWeightDecayOptimizer` has no bias correction; `bias_correction=False` reproduces it exactly. With
+    correction, the first updates are not shrunk by `1 - beta**t`, so warmup alone sets the early step size.
+
+    Args:
+        learning_rate: float, `keras.optimizers.schedules.LearningRateSchedule` or callable. The learning rate.
+        beta_1: float. Decay rate of the first-moment estimate.
+        beta_2: float. Decay rate of the second-moment estimate.
+        epsilon: float. Added to the square root of the second moment.
+        weight_decay: float. Decoupled decay rate, multiplied by the learning rate (`weight_decay_rate` is accepted
+            as an alias).
+        exclude_from_weight_decay: list of str or None. Regexes of variable paths that get no weight decay.
+        bias_correction: bool. Divide the moments by `1 - beta**t` (True) or not (Google BERT's form).
+        name: str. Name of the optimizer (prefix of its variables).
+        **kwargs: other `keras.optimizers.Optimizer` arguments (`clipnorm`, `global_clipnorm`, `use_ema`, ...).
+
+    Example:
+    ```python
+    from keras_albert.optimizers import AdamW, WarmupPolyDecay, EXCLUDE_FROM_WEIGHT_DECAY
+
+    optimizer = AdamW(
+        learning_rate=WarmupPolyDecay(3e-5, warmup_steps=814, total_steps=8144),
+        weight_decay=0.01,
+        exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY),
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        weight_decay=0.0,
+        exclude_from_weight_decay=None,
+        bias_correction=True,
+        name="AdamW",
+        **kwargs,
+    ):
+        weight_decay = resolve_weight_decay(weight_decay, kwargs)
+        # Keras' `weight_decay` argument would decay every variable (its exclusions match leaf names only).
+        super().__init__(learning_rate=as_learning_rate(learning_rate), name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.weight_decay = weight_decay
+        self.exclude_from_weight_decay = check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
+        self.bias_correction = bool(bias_correction)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        # `update_step` may receive the backend variable, which has no `.path`: decide here, look up by index there.
+        paths = [variable_path(variable) for variable in var_list]
+        self._variable_paths = tuple(paths)
+        self._use_weight_decay_by_index = tuple(not matches_any(self.exclude_from_weight_decay, p) for p in paths)
+
+    def _apply_weight_decay(self, variables):
+        # The decay is applied in `update_step`, with the path exclusions.
+        return
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        gradient = ops.cast(dense_gradient(gradient), dtype)
+        learning_rate = ops.cast(learning_rate, dtype)
+        beta_1 = ops.cast(self.beta_1, dtype)
+        beta_2 = ops.cast(self.beta_2, dtype)
+
+        m = self._momentums[index]
+        v = self._velocities[index]
+        new_m = beta_1 * m + (1.0 - beta_1) * gradient
+        new_v = beta_2 * v + (1.0 - beta_2) * ops.square(gradient)
+        self.assign(m, new_m)
+        self.assign(v, new_v)
+
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, dtype)
+            new_m = new_m / (1.0 - ops.power(beta_1, step))
+            new_v = new_v / (1.0 - ops.power(beta_2, step))
+        update = new_m / (ops.sqrt(new_v) + ops.cast(self.epsilon, dtype))
+        if self._use_weight_decay_by_index[index]:
+            update = update + ops.cast(self.weight_decay, dtype) * variable
+        self.assign_sub(variable, learning_rate * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
+                "epsilon": self.epsilon,
+                "weight_decay": self.weight_decay,
+                "exclude_from_weight_decay": (
+                    None if self.exclude_from_weight_decay is None else list(self.exclude_from_weight_decay)
+                ),
+                "bias_correction": self.bias_correction,
+            }
+        )
+        return config
