@@ -2,7 +2,9 @@
 
 One table per architecture lists every (Keras variable, Hugging Face tensor name, layout) pair; loading and
 saving both walk it, so the two directions cannot drift apart. Layouts:
-  "vector": same values, reshaped (biases, LayerNorm, embeddings);
+  "table": same values, same shape (embedding tables);
+  "vector": same values, flattened on the Hugging Face side (biases, LayerNorm; attention biases are
+            [heads, head_dim] in Keras);
   "linear": a torch `Linear` weight [out, in] against a Keras kernel [in, out];
   "heads_out" / "heads_in": the same, with the Keras kernel's out (query/key/value: [in, heads, head_dim]) or
             in (attention output: [heads, head_dim, out]) dimension split into attention heads; reshaping the
@@ -55,9 +57,9 @@ def backbone_entries(backbone, model_type, prefix):
     """(variable, name, layout) for every backbone weight; `prefix` is "albert." / "bert." or ""."""
     p = prefix
     entries = [
-        (backbone.token_embedding.embeddings, f"{p}embeddings.word_embeddings.weight", "vector"),
-        (backbone.position_embedding.position_embeddings, f"{p}embeddings.position_embeddings.weight", "vector"),
-        (backbone.segment_embedding.embeddings, f"{p}embeddings.token_type_embeddings.weight", "vector"),
+        (backbone.token_embedding.embeddings, f"{p}embeddings.word_embeddings.weight", "table"),
+        (backbone.position_embedding.position_embeddings, f"{p}embeddings.position_embeddings.weight", "table"),
+        (backbone.segment_embedding.embeddings, f"{p}embeddings.token_type_embeddings.weight", "table"),
         *_norm(backbone.embeddings_layer_norm, f"{p}embeddings.LayerNorm"),
     ]
     if model_type == "albert":
@@ -122,7 +124,9 @@ def head_entries(model):
 def _hf_shape(variable, layout):
     shape = tuple(variable.shape)
     if layout == "vector":
-        return shape if len(shape) == 2 else (int(np.prod(shape)),)
+        return (int(np.prod(shape)),)
+    if layout == "table":
+        return shape
     if layout == "heads_out":  # Keras [in, heads, head_dim]
         return (shape[1] * shape[2], shape[0])
     if layout == "heads_in":  # Keras [heads, head_dim, out]
@@ -131,14 +135,14 @@ def _hf_shape(variable, layout):
 
 
 def _to_keras(tensor, variable, layout):
-    if layout != "vector":
+    if layout not in ("vector", "table"):
         tensor = tensor.T
     return np.reshape(tensor, tuple(variable.shape))
 
 
 def _to_hf(value, variable, layout):
     shape = _hf_shape(variable, layout)
-    if layout == "vector":
+    if layout in ("vector", "table"):
         return np.ascontiguousarray(np.reshape(value, shape))
     return np.ascontiguousarray(np.reshape(value, (shape[1], shape[0])).T)
 
