@@ -29,6 +29,9 @@ def write_json(path, value, indent=4):
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             json.dump(value, file, indent=indent)
             file.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would stick after the rename
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -1,0 +1,206 @@
+"""Builds the embedded SQuAD v2.0-format question set from the Jane Austen corpus (deterministic).
+
+```
+python -m keras_albert.data.make_corpus_squad            # rewrites keras_albert/data/corpus/austen_squad_*.json
+python -m keras_albert.data.make_corpus_squad --output-dir /tmp/austen --seed 7
+```
+
+Every context is one real paragraph of a novel (40-110 words, whitespace collapsed). Answerable questions are
+wh-cloze questions: a sentence of the paragraph (trimmed to a dozen words either side) with one proper name replaced
+by "who" (a title such as Mr./Miss/Lady, or a name seen beside "said" in that novel) or "what" (any other
+mid-sentence capitalised name: places, houses, months). The answer is that name, at its true `answer_start`.
+Unanswerable questions (`is_impossible`) are answerable questions of a paragraph from another novel, attached to
+this one: their sentence is not in this context. Paragraphs are split between `train` and a held-apart `dev` set, so
+no dev context is seen in training.
+"""
+
+import argparse
+import collections
+import gzip
+import os
+import random
+import re
+import sys
+
+from keras_albert.data.squad.postprocess import write_json
+from keras_albert.data.squad.reading import read_squad
+from keras_albert.errors import UserInputError
+
+CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+MIN_WORDS, MAX_WORDS = 40, 110
+QUESTION_WORDS_EACH_SIDE = 12
+
+_TITLES = r"(?:Mr\.?|Mrs\.?|Dr\.?|Miss|Lady|Sir|Colonel|Captain|Admiral)"
+_CANDIDATE = re.compile(rf"\b(?:{_TITLES} )?[A-Z][a-z]+(?: [A-Z][a-z]+)?\b")
+_TITLE_ONLY = re.compile(rf"^{_TITLES}$")
+_HAS_TITLE = re.compile(rf"^{_TITLES} ")
+# Capitalised words that are not names even mid-sentence.
+_NOT_NAMES = frozenset("Oh Ah Yes No Aye Pray Dear Madam Ma Sir Lady Miss Mr Mrs God Heaven Heavens".split())
+_ABBREVIATIONS = ("Mr.", "Mrs.", "Dr.", "St.")
+_SENTENCE_END = re.compile(r"""[.!?]+["')_]*\s+(?=["'(_]*[A-Z])""")
+
+
+def read_paragraphs(path):
+    """The blank-line separated paragraphs of a gzip text file, each with its whitespace collapsed."""
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        text = file.read()
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text) if block.strip()]
+
+
+def sentence_spans(text):
+    """(start, end) character spans of the sentences of a paragraph (a full stop after Mr./Mrs. does not end one)."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if text[: match.start() + 1].endswith(_ABBREVIATIONS):
+            continue
+        spans.append((start, match.end()))
+        start = match.end()
+    spans.append((start, len(text)))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def speaking_names(paragraphs):
+    """Single names that appear next to "said" ("said Emma", "Emma said"): characters of the novel."""
+    counts = collections.Counter()
+    for paragraph in paragraphs:
+        for name in re.findall(r"\bsaid ([A-Z][a-z]+)\b", paragraph) + re.findall(r"\b([A-Z][a-z]+) said\b", paragraph):
+            counts[name] += 1
+    return {name for name, count in counts.items() if count >= 2 and name not in _NOT_NAMES}
+
+
+def questions_for_paragraph(context, people):
+    """Every (question, answer_text, answer_start) cloze question of a paragraph, one candidate per sentence."""
+    questions = []
+    for sentence_start, sentence_end in sentence_spans(context):
+        sentence = context[sentence_start:sentence_end].rstrip()
+        for match in _CANDIDATE.finditer(sentence):
+            answer = match.group()
+            before = sentence[: match.start()].rstrip()
+            after = sentence[match.end() :]
+            first_word = answer.split()[0]
+            if (
+                not before
+                or not (before[-1].islower() or before[-1] in ",;:")  # capitalised only as a name, not a sentence start
+                or _TITLE_ONLY.match(answer)
+                or first_word in _NOT_NAMES and not _HAS_TITLE.match(answer)
+                or after.startswith(("'s", "\u2019s", "."))  # possessives; "Mr" without its full stop
+                or answer in before
+                or answer in after
+            ):
+                continue
+            wh_word = "who" if _HAS_TITLE.match(answer) or first_word in people else "what"
+            left = " ".join(before.split()[-QUESTION_WORDS_EACH_SIDE:])
+            right = re.match(rf"(?:\S*\s*){{0,{QUESTION_WORDS_EACH_SIDE}}}", after).group()
+            question = " ".join(f"{left} {wh_word}{right}".split()).strip(" \"'_")
+            question = question.rstrip(".,;:!?-\"'_ ") + "?"
+            questions.append((question, answer, sentence_start + match.start()))
+            break
+    return questions
+
+
+def _squad_json(items, version="v2.0"):
+    articles = collections.OrderedDict()
+    for title, context, qas in items:
+        articles.setdefault(title, []).append({"context": context, "qas": qas})
+    return {
+        "version": version,
+        "data": [{"title": title, "paragraphs": paragraphs} for title, paragraphs in articles.items()],
+    }
+
+
+def build(corpus_dir=CORPUS_DIR, seed=13, train_paragraphs=200, dev_paragraphs=50, questions_per_paragraph=2,
+          impossible_fraction=0.5):
+    """Returns `(train, dev)` SQuAD v2.0 dicts built from the `*.txt.gz` novels in `corpus_dir`."""
+    paths = sorted(
+        os.path.join(corpus_dir, name) for name in os.listdir(corpus_dir) if name.endswith(".txt.gz")
+    ) if os.path.isdir(corpus_dir) else []
+    if not paths:
+        raise UserInputError(f"--corpus-dir: no *.txt.gz novels in {corpus_dir}")
+    rng = random.Random(seed)
+    pools = []
+    for path in paths:
+        novel = os.path.basename(path)[: -len(".txt.gz")]
+        paragraphs = read_paragraphs(path)
+        title = paragraphs[0].title() if paragraphs else novel
+        people = speaking_names(paragraphs)
+        usable = []
+        for index, paragraph in enumerate(paragraphs):
+            if MIN_WORDS <= len(paragraph.split()) <= MAX_WORDS:
+                questions = questions_for_paragraph(paragraph, people)
+                if questions:
+                    usable.append((novel, title, index, paragraph, questions))
+        rng.shuffle(usable)
+        pools.append(usable)
+    # round-robin over the novels so every novel is represented in both splits
+    chosen = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
+    needed = train_paragraphs + dev_paragraphs
+    if len(chosen) < needed:
+        raise UserInputError(f"the corpus has only {len(chosen)} usable paragraphs, {needed} requested")
+    splits = {"train": chosen[:train_paragraphs], "dev": chosen[train_paragraphs:needed]}
+
+    results = {}
+    for split, paragraphs in splits.items():
+        answerable = []
+        for novel, title, index, context, questions in paragraphs:
+            picked = rng.sample(questions, min(questions_per_paragraph, len(questions)))
+            picked.sort(key=lambda question: question[2])
+            qas = [
+                {
+                    "id": f"{novel}-p{index:05d}-q{number}",
+                    "question": question,
+                    "answers": [{"text": answer, "answer_start": start}],
+                    "is_impossible": False,
+                }
+                for number, (question, answer, start) in enumerate(picked)
+            ]
+            answerable.append((novel, title, index, context, qas))
+        items = []
+        for novel, title, index, context, qas in answerable:
+            if rng.random() < impossible_fraction:
+                donors = [item for item in answerable if item[0] != novel]
+                donor = rng.choice(donors)
+                borrowed = rng.choice(donor[4])
+                qas = qas + [
+                    {
+                        "id": f"{novel}-p{index:05d}-x{donor[0]}-p{donor[2]:05d}",
+                        "question": borrowed["question"],
+                        "answers": [],
+                        "plausible_answers": [],
+                        "is_impossible": True,
+                    }
+                ]
+            items.append((title, context, qas))
+        results[split] = _squad_json(items)
+        read_squad(results[split], version="2.0")  # every answer really is at its answer_start
+    return results["train"], results["dev"]
+
+
+def _counts(dataset):
+    qas = [qa for article in dataset["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    paragraphs = sum(len(article["paragraphs"]) for article in dataset["data"])
+    return paragraphs, len(qas), sum(qa["is_impossible"] for qa in qas)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus-dir", default=CORPUS_DIR, help="Directory of *.txt.gz novels.")
+    parser.add_argument("--output-dir", default=CORPUS_DIR, help="Where austen_squad_{train,dev}.json go.")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--train-paragraphs", type=int, default=200)
+    parser.add_argument("--dev-paragraphs", type=int, default=50)
+    args = parser.parse_args(argv)
+    try:
+        train, dev = build(args.corpus_dir, args.seed, args.train_paragraphs, args.dev_paragraphs)
+    except UserInputError as error:
+        print(f"make_corpus_squad: error: {error}", file=sys.stderr)
+        return 2
+    for split, dataset in (("train", train), ("dev", dev)):
+        path = os.path.join(args.output_dir, f"austen_squad_{split}.json")
+        write_json(path, dataset, indent=1)
+        paragraphs, questions, impossible = _counts(dataset)
+        print(f"{path}: {paragraphs} paragraphs, {questions} questions ({impossible} impossible)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
