@@ -6,7 +6,13 @@ import os
 import pytest
 
 from keras_albert.data import make_corpus_squad, tokenizers
-from keras_albert.data.squad import convert_examples_to_features, normalize_answer, read_squad
+from keras_albert.data.squad import (
+    austen_squad_path,
+    convert_examples_to_features,
+    evaluate,
+    normalize_answer,
+    read_squad,
+)
 from fixtures_data import trained_tokenizer_dir
 
 CORPUS = make_corpus_squad.CORPUS_DIR
@@ -14,7 +20,8 @@ SPLITS = ("train", "dev")
 
 
 def _committed(split):
-    with open(os.path.join(CORPUS, f"austen_squad_{split}.json"), encoding="utf-8") as file:
+    assert austen_squad_path(split) == os.path.join(CORPUS, f"austen_squad_{split}.json")
+    with open(austen_squad_path(split), encoding="utf-8") as file:
         return json.load(file)
 
 
@@ -83,3 +90,13 @@ def test_script_error_is_one_line(argv, capsys):
     assert make_corpus_squad.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "/nonexistent-dir" in error
+
+
+def test_always_no_answer_on_the_dev_set_scores_its_no_answer_share():
+    dev = _committed("dev")
+    examples = read_squad(dev)
+    impossible = sum(example.is_impossible for example in examples)
+    scores = evaluate(dev, {example.qas_id: "" for example in examples})
+    assert scores["exact"] == pytest.approx(100 * impossible / len(examples), abs=1e-9)
+    assert scores["f1"] == pytest.approx(100 * impossible / len(examples), abs=1e-9)
+    assert scores["NoAns_total"] == impossible and scores["HasAns_exact"] == 0.0

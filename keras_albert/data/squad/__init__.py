@@ -20,13 +20,14 @@ from keras_albert.data.squad.features import (
     squad_dataset,
 )
 from keras_albert.data.squad.postprocess import extract_answers, write_json, write_predictions
-from keras_albert.data.squad.reading import SquadAnswer, SquadExample, load_json, read_squad
+from keras_albert.data.squad.reading import SquadAnswer, SquadExample, austen_squad_path, load_json, read_squad
 
 __all__ = [
     "SquadAnswer",
     "SquadExample",
     "SquadFeature",
     "add_arguments",
+    "austen_squad_path",
     "convert_examples_to_features",
     "evaluate",
     "exact_match_score",

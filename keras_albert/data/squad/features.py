@@ -8,6 +8,7 @@ and WordPiece alike.
 
 import collections
 import dataclasses
+import functools
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -73,6 +74,12 @@ def _windows(num_tokens, window_length, doc_stride):
         start += min(length, doc_stride)
 
 
+@functools.lru_cache(maxsize=4096)
+def _windows_and_flags(num_tokens, window_length, doc_stride):
+    windows = _windows(num_tokens, window_length, doc_stride)
+    return windows, _max_context_flags(windows)
+
+
 def _max_context_flags(windows):
     """For each window, whether each of its tokens has its maximum context there (first window wins ties).
 
@@ -136,12 +143,15 @@ def convert_examples_to_features(
     if progress is None:
         progress = len(examples) >= _PROGRESS_MIN_EXAMPLES
     features, skipped = [], 0
+    context, context_ids, context_offsets = None, None, None
     for example_index, example in enumerate(
         tqdm(examples, desc="SQuAD features", unit="question", disable=not progress)
     ):
         question_ids = list(tokenizer.encode(example.question))[:max_query_length]
-        context_ids, context_offsets = tokenizer.encode_with_offsets(example.context)
-        context_ids, context_offsets = list(context_ids), [tuple(map(int, pair)) for pair in context_offsets]
+        if example.context != context:  # a paragraph's questions come together: tokenize it once
+            context = example.context
+            context_ids, context_offsets = tokenizer.encode_with_offsets(context)
+            context_ids, context_offsets = list(context_ids), [tuple(map(int, pair)) for pair in context_offsets]
 
         answer_span = None
         if is_training and not example.is_impossible:
@@ -152,8 +162,7 @@ def convert_examples_to_features(
                 continue
 
         window_length = max_seq_length - len(question_ids) - 3
-        windows = _windows(len(context_ids), window_length, doc_stride)
-        max_context = _max_context_flags(windows)
+        windows, max_context = _windows_and_flags(len(context_ids), window_length, doc_stride)
         prefix = [tokenizer.cls_id] + question_ids + [tokenizer.sep_id]
         for window_index, (start, length) in enumerate(windows):
             ids = prefix + context_ids[start : start + length] + [tokenizer.sep_id]

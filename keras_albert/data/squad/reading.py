@@ -1,11 +1,13 @@
 """Reading and validating SQuAD v1.1 / v2.0 JSON files."""
 
 import dataclasses
+import importlib.resources
 import json
 import os
 
 from keras_albert.errors import UserInputError
 
+EMBEDDED_SPLITS = ("train", "dev")
 _VERSIONS = {"1.1": "1.1", "v1.1": "1.1", "2.0": "2.0", "v2.0": "2.0"}
 
 
@@ -40,6 +42,19 @@ class SquadExample:
     answers: tuple
     is_impossible: bool = False
     title: str = ""
+
+
+def austen_squad_path(split="train"):
+    """Path of the embedded SQuAD v2.0-format question set on the Jane Austen corpus (`train` or held-apart `dev`).
+
+    Built by `python -m keras_albert.data.make_corpus_squad`; see that module for how questions are made.
+    """
+    if split not in EMBEDDED_SPLITS:
+        raise UserInputError(f"embedded SQuAD split must be one of {', '.join(EMBEDDED_SPLITS)}, got {split!r}")
+    path = importlib.resources.files("keras_albert.data").joinpath("corpus", f"austen_squad_{split}.json")
+    if not path.is_file():
+        raise UserInputError(f"the embedded SQuAD file is missing: {path} (reinstall keras-albert)")
+    return str(path)
 
 
 def load_json(path):
