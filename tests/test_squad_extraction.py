@@ -212,6 +212,7 @@ def test_squad_dataset_batches_and_shards():
     first = next(iter(shard))
     assert first["input_ids"].shape == (4, 64)  # global 8 over 2 replicas
     # pipeline 1 holds odd features only; a repeated pass draws each of its 18 features equally often
-    seen = collections.Counter(tuple(row["input_ids"].tolist()) for row in shard.unbatch().take(18 * 3).as_numpy_iterator())
+    rows = shard.unbatch().take(18 * 3).as_numpy_iterator()
+    seen = collections.Counter(tuple(row["input_ids"].tolist()) for row in rows)
     expected = collections.Counter(tuple(f.input_ids.tolist()) for f in features[1::2])
     assert seen == {row: 3 * count for row, count in expected.items()}

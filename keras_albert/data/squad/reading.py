@@ -58,7 +58,11 @@ def austen_squad_path(split="train"):
 
 
 def load_json(path):
-    """Parses a JSON file (SQuAD data, predictions, no-answer probabilities), with one-line `UserInputError`s naming the path for unreadable content."""
+    """Parses a JSON file (SQuAD data, predictions, no-answer probabilities).
+
+    Raises:
+        UserInputError: one line naming the path, for a missing or unreadable file, non-UTF-8 bytes or invalid JSON.
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as file:
