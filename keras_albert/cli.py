@@ -7,6 +7,7 @@ the data commands start without importing TensorFlow.
 
 import argparse
 import importlib
+import os
 import sys
 
 from keras_albert.errors import UserInputError
@@ -30,12 +31,14 @@ COMMANDS = {
 }
 
 
+def _module_exists(module):
+    # Looked up on disk: importlib.util.find_spec would import the parent packages (and TensorFlow with them).
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), *module.split("."))
+    return os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__init__.py"))
+
+
 def _available_commands():
-    available = {}
-    for name, (module, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            available[name] = (module, help_text)
-    return available
+    return {name: entry for name, entry in COMMANDS.items() if _module_exists(entry[0])}
 
 
 def build_parser(command=None):
