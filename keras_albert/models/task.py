@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_albert.errors import UserInputError
 from keras_albert.models.backbones import ENCODERS, model_type_of
 from keras_albert.models.presets import preset_config
+from keras_albert.training.multi_worker import MultiWorkerTrainerMixin
 
 logger = logging.getLogger("keras_albert")
 
@@ -55,7 +56,7 @@ def _micro_batch(data, index, num_micro_batches):
     return {key: value[start:end] for key, value in data.items()}
 
 
-class Task(keras.Model):
+class Task(MultiWorkerTrainerMixin, keras.Model):
     """A backbone with a task head, trained one large batch per `train_step`.
 
     Subclasses build the functional graph and define `_loss_terms` (per-micro-batch sums and counts) and
