@@ -78,6 +78,7 @@ def run_workers(script, num_workers=2, timeout=120, env=None, workdir=None, chec
         A list of `WorkerResult`, one per worker, in task-index order.
     """
     workdir = workdir or tempfile.mkdtemp(prefix="multi_worker_")
+    os.makedirs(workdir, exist_ok=True)
     ports = free_ports(num_workers)
     procs, logs, out_paths = [], [], []
     for index in range(num_workers):

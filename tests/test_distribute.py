@@ -306,3 +306,87 @@ def test_two_workers_evaluate_and_predict_like_one_process(runs, kind):
     predict_diff = float(np.max(np.abs(worker_0[f"{kind}_predicted"] - single[f"{kind}_predicted"][order])))
     print(f"{kind} predict: max |two workers - one process| = {predict_diff:.3g}")
     assert predict_diff <= 1e-5
+
+
+# ---------------------------------------------------------------- the library's PretrainingModel on two workers
+
+PRETRAINING_SCRIPT = r"""
+import os
+import numpy as np
+from keras_albert import distribute
+
+strategy = distribute.get_strategy("auto")
+
+import keras
+import tensorflow as tf
+from keras_albert import PretrainingModel
+
+VOCAB, SEQ, PREDICTIONS, GLOBAL_BATCH, STEPS, MICRO = 300, 16, 4, 8, 5, 2
+rng = np.random.default_rng(0)
+rows = GLOBAL_BATCH * STEPS
+weights = (rng.random((rows, PREDICTIONS)) < 0.7).astype("float32")
+weights[:, 0] = 1.0  # masked-LM weight totals differ between rows, micro-batches and workers
+DATA = {
+    "input_ids": rng.integers(5, VOCAB, (rows, SEQ)).astype("int32"),
+    "input_mask": (np.arange(SEQ)[None, :] < rng.integers(8, SEQ + 1, (rows, 1))).astype("int32"),
+    "segment_ids": (np.arange(SEQ)[None, :] >= SEQ // 2).astype("int32").repeat(rows, 0),
+    "masked_lm_positions": np.stack([rng.choice(8, PREDICTIONS, replace=False) for _ in range(rows)]).astype("int32"),
+    "masked_lm_ids": rng.integers(5, VOCAB, (rows, PREDICTIONS)).astype("int32"),
+    "masked_lm_weights": weights,
+    "next_sentence_labels": rng.integers(0, 2, (rows, 1)).astype("int32"),
+}
+
+
+def dataset_fn(context):
+    dataset = tf.data.Dataset.from_tensor_slices(DATA)
+    dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
+    return dataset.batch(context.get_per_replica_batch_size(GLOBAL_BATCH))
+
+
+with strategy.scope():
+    model = PretrainingModel.from_preset(
+        "albert_tiny",
+        classifier_dropout=0.0,
+        vocabulary_size=VOCAB,
+        num_layers=2,
+        num_heads=2,
+        embedding_dim=8,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=SEQ,
+        dropout=0.0,
+    )
+    init = np.random.default_rng(1)
+    model.set_weights([init.normal(scale=0.05, size=w.shape).astype("float32") for w in model.get_weights()])
+    initial = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=keras.optimizers.SGD(0.5), gradient_accumulation_steps=MICRO, jit_compile=False)
+
+model.fit(strategy.distribute_datasets_from_function(dataset_fn), epochs=1, steps_per_epoch=STEPS, verbose=0)
+evaluated = model.evaluate(
+    strategy.distribute_datasets_from_function(dataset_fn), steps=STEPS, verbose=0, return_dict=True
+)
+np.savez(
+    os.environ["KERAS_ALBERT_WORKER_OUT"],
+    eval_loss=np.array(evaluated["loss"]),
+    **{f"initial_{i}": w for i, w in enumerate(initial)},
+    **{f"weight_{i}": w for i, w in enumerate(model.get_weights())},
+)
+"""
+
+
+@pytest.mark.large  # about 20 s of CPU for three processes; a minute of wall time on a busy 2-core machine
+def test_pretraining_model_two_workers_like_one_process(tmp_path):
+    two = run_workers(PRETRAINING_SCRIPT, num_workers=2, timeout=200, workdir=str(tmp_path / "two"))
+    one = run_workers(PRETRAINING_SCRIPT, num_workers=1, timeout=200, workdir=str(tmp_path / "one"))
+    (worker_0, worker_1), single = [_load(r) for r in two], _load(one[0])
+    w0, w1, ws = (_weights(out, "weight_") for out in (worker_0, worker_1, single))
+    assert len(w0) > 10
+    for a, b in zip(w0, w1):
+        assert np.array_equal(a, b), "the two workers' weights differ"
+    max_diff = max(float(np.max(np.abs(a - b))) for a, b in zip(w0, ws))
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(ws, _weights(single, "initial_")))
+    print(f"PretrainingModel fit: max |two workers - one process| = {max_diff:.3g} (weights moved {moved:.3g})")
+    assert moved > 1e-3
+    assert max_diff <= 1e-5
+    assert float(worker_0["eval_loss"]) == float(worker_1["eval_loss"])
+    assert abs(float(worker_0["eval_loss"]) - float(single["eval_loss"])) <= 1e-5
