@@ -31,6 +31,8 @@ DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "horovod")
 # works as long as it is the same everywhere.
 SAGEMAKER_PORT = 2222
 
+_HOROVOD = None  # the initialised horovod.tensorflow module, once get_strategy("horovod") has run
+
 WorkerInfo = collections.namedtuple("WorkerInfo", ["task_index", "num_workers", "is_chief"])
 WorkerInfo.__doc__ = """This process's place in the cluster: `task_index` counts from 0 (the chief first),
 `num_workers` includes the chief, `is_chief` is the one worker that writes checkpoints and logs."""
@@ -128,9 +130,6 @@ def worker_info(env=None):
         return WorkerInfo(0, _num_workers(config), True)
     task_index = index + 1 if has_chief else index
     return WorkerInfo(task_index, _num_workers(config), not has_chief and index == 0)
-
-
-_HOROVOD = None  # the initialised horovod.tensorflow module, once get_strategy("horovod") has run
 
 
 def _horovod():

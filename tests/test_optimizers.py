@@ -260,7 +260,9 @@ def test_lamb_keras_weight_decay_is_not_applied_twice():
 
 ADAMW_CASES = {
     "bias_corrected": dict(learning_rate=0.01, weight_decay=0.01, exclude_wd=list(EXCLUDE_FROM_WEIGHT_DECAY), bc=True),
-    "google_bert_no_correction": dict(learning_rate=0.01, weight_decay=0.01, exclude_wd=["layer_norm", "bias"], bc=False),
+    "google_bert_no_correction": dict(
+        learning_rate=0.01, weight_decay=0.01, exclude_wd=["layer_norm", "bias"], bc=False
+    ),
     "no_decay_schedule": dict(learning_rate=SCHEDULE, weight_decay=0.0, exclude_wd=None, bc=True),
     "full_path_only_patterns": dict(
         learning_rate=0.01, weight_decay=0.2, exclude_wd=["tiny_model/output/kernel$"], bc=True

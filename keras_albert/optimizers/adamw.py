@@ -18,7 +18,8 @@ class AdamW(keras.optimizers.Optimizer):
     """Adam with decoupled weight decay, excluding variables by regexes on their full paths.
 
     The "AdamWeightDecay" of BERT (Devlin et al., 2018, https://arxiv.org/abs/1810.04805) and of the 2020 reference's
-    `--optimizer=adamw` (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", https://arxiv.org/abs/1711.05101).
+    `--optimizer=adamw`; the decay is decoupled as in Loshchilov & Hutter, "Decoupled Weight Decay Regularization"
+    (https://arxiv.org/abs/1711.05101).
     For each variable `w` with gradient `g` at update `t` (1-based):
 
     ```
@@ -86,7 +87,6 @@ class AdamW(keras.optimizers.Optimizer):
         self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
         # `update_step` may receive the backend variable, which has no `.path`: decide here, look up by index there.
         paths = [variable_path(variable) for variable in var_list]
-        self._variable_paths = tuple(paths)
         self._use_weight_decay_by_index = tuple(not matches_any(self.exclude_from_weight_decay, p) for p in paths)
 
     def _apply_weight_decay(self, variables):

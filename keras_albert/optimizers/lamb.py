@@ -154,7 +154,6 @@ class LAMB(keras.optimizers.Optimizer):
             else self.exclude_from_layer_adaptation
         )
         paths = [variable_path(variable) for variable in var_list]
-        self._variable_paths = tuple(paths)
         self._use_weight_decay_by_index = tuple(not matches_any(self.exclude_from_weight_decay, p) for p in paths)
         self._use_layer_adaptation_by_index = tuple(not matches_any(adaptation_patterns, p) for p in paths)
 
