@@ -15,14 +15,21 @@ from keras_albert.errors import UserInputError
 
 GZIP_MAGIC = b"\x1f\x8b"
 
-# Words after which a full stop does not end a sentence ("Mr. Weston", "St. Ives").
+# Words after which a full stop does not end a sentence ("Mr. Weston", "St. Ives"); single letters are initials.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms messrs dr st jr sr rev col capt gen lt sgt esq prof hon mme mlle vs etc no vol ch fig viz cf eg ie".split()
+    "mr mrs ms messrs dr st jr sr rev col capt gen lt sgt esq prof hon mme mlle mt no vol ch fig vs etc viz cf".split()
 )
-# A candidate boundary: terminal punctuation, optional closing quotes/brackets, whitespace, then something that can
-# start a sentence (an opening quote or bracket, a capital letter or a digit).
-_BOUNDARY = re.compile(r"""[.!?]+["'\u201d\u2019)\]_]*\s+(?=["'\u201c\u2018(\[_]*[A-Z0-9])""")
-_WORD_BEFORE = re.compile(r"([A-Za-z]+)\.$")
+# A candidate sentence end: terminal punctuation, optional closing quotes or brackets, a space, then something that
+# can start a sentence (an opening quote or bracket, a capital, a digit). Text is whitespace-collapsed first, with
+# paragraph ends marked "\x00" and document ends "\x00\x01", which are boundaries too.
+# (One leading character class lets the regex engine skip quickly to candidates.)
+_BOUNDARY = re.compile(
+    r"""[.!?\x00](?:(?<=[.!?])[.!?]*["'\u201d\u2019)\]_]* (?=["'\u201c\u2018(\[_]*[A-Z0-9])|(?<=\x00)(\x01)?)"""
+)
+_LAST_WORD = re.compile(r"([A-Za-z]+)$")
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
+_OTHER_WHITESPACE = re.compile(r"[^\S \n]")
+_SPACES = re.compile(r"  +")
 
 
 def corpus_files():
@@ -105,22 +112,7 @@ def split_sentences(text):
     A deliberately small rule set (no model, no download): it keeps abbreviations such as "Mr." and single-letter
     initials with the next word. Whitespace inside each sentence is collapsed to single spaces.
     """
-    text = " ".join(text.split())
-    if not text:
-        return []
-    sentences = []
-    start = 0
-    for match in _BOUNDARY.finditer(text):
-        head = text[start : match.start() + 1]
-        word = _WORD_BEFORE.search(head)
-        if word and match.group().startswith(".") and (len(word.group(1)) == 1 or word.group(1).lower() in _ABBREVIATIONS):
-            continue
-        end = match.end()
-        sentences.append(text[start:end].rstrip())
-        start = end
-    if start < len(text):
-        sentences.append(text[start:])
-    return sentences
+    return [sentence for document in _split(" ".join(text.replace("\x00", " ").split())) for sentence in document]
 
 
 def split_documents(text, document_break_lines=1):
@@ -132,30 +124,44 @@ def split_documents(text, document_break_lines=1):
             paragraph (always a sentence boundary). 1 is Google's convention; 2 makes each chapter of the embedded
             corpus a document instead of each paragraph.
     """
-    documents = []
-    document = []
-    paragraph = []
-    blank_run = 0
+    if "\x00" in text:
+        text = text.replace("\x00", " ")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
 
-    def end_paragraph():
-        if paragraph:
-            document.extend(split_sentences(" ".join(paragraph)))
-            paragraph.clear()
+    def marker(blank):
+        return "\x00\x01" if blank.group().count("\n") - 1 >= document_break_lines else "\x00"
 
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            blank_run += 1
-            end_paragraph()
-            continue
-        if blank_run >= document_break_lines and document:
-            documents.append(list(document))
-            document.clear()
-        blank_run = 0
-        paragraph.append(line)
-    end_paragraph()
+    # One pass over the whole text: mark paragraph and document ends, collapse whitespace, then split.
+    marked = _BLANK_LINES.sub(marker, text)
+    if _OTHER_WHITESPACE.search(marked):
+        collapsed = " ".join(marked.split())
+    else:  # only spaces and newlines: the same result, three times faster
+        collapsed = _SPACES.sub(" ", marked.replace("\n", " ")).strip(" ")
+    return _split(collapsed.replace(" \x00", "\x00").replace("\x00 ", "\x00").replace("\x01 ", "\x01"))
+
+
+def _split(collapsed):
+    documents, document = [], []
+    start = 0
+    for boundary in _BOUNDARY.finditer(collapsed):
+        stop = boundary.start()
+        if collapsed[stop] in ".!?":
+            if collapsed[stop] == "." and boundary.end() - stop == 2:  # a lone full stop: abbreviation or initial?
+                word = _LAST_WORD.search(collapsed, max(start, stop - 8), stop)
+                if word and (len(word.group(1)) == 1 or word.group(1).lower() in _ABBREVIATIONS):
+                    continue
+            document.append(collapsed[start : boundary.end() - 1])
+        elif stop > start:
+            document.append(collapsed[start:stop])
+        start = boundary.end()
+        if boundary.group(1) and document:
+            documents.append(document)
+            document = []
+    if start < len(collapsed):
+        document.append(collapsed[start:])
     if document:
-        documents.append(list(document))
+        documents.append(document)
     return documents
 
 

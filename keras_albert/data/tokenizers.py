@@ -167,6 +167,9 @@ class SentencePieceTokenizer(Tokenizer):
         super().__init__(lowercase=lowercase)
         self._control = [i for i in range(len(self._pieces)) if self._sp.is_control(i) or self._sp.is_unknown(i)]
 
+    def __reduce__(self):
+        return (SentencePieceTokenizer, (self.proto, self.lowercase))
+
     @property
     def vocab_size(self):
         return len(self._pieces)
@@ -293,6 +296,9 @@ class WordPieceTokenizer(Tokenizer):
         self._rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         super().__init__(lowercase=lowercase)
 
+    def __reduce__(self):
+        return (WordPieceTokenizer, (self._tokens, self.lowercase))
+
     @property
     def vocab_size(self):
         return len(self._tokens)
@@ -301,7 +307,7 @@ class WordPieceTokenizer(Tokenizer):
         return self._rust.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts):
-        return [encoding.ids for encoding in self._rust.encode_batch(list(texts), add_special_tokens=False)]
+        return [encoding.ids for encoding in self._rust.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def encode_with_offsets(self, text):
         encoding = self._rust.encode(text, add_special_tokens=False)
@@ -523,6 +529,9 @@ def _write_atomic(path, data):
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

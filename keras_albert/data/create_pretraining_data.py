@@ -1,0 +1,985 @@
+"""Raw text to sharded masked-LM + sentence-order / next-sentence TFRecords (`keras-albert create-pretraining-data`).
+
+Follows Google's `create_pretraining_data.py` of BERT and ALBERT: documents (blank-line separated) are tokenized
+once; each copy (`dupe_factor`) walks every document gathering whole sentences into a segment pair that fills
+`max_seq_length` (a `short_seq_prob` share aim at a random shorter length); the pair is `[CLS] A [SEP] B [SEP]`.
+ALBERT's sentence-order prediction swaps A and B with probability 0.5 (label 1 = swapped, as Google ALBERT's
+`is_random_next`); BERT's next-sentence prediction replaces B by text from a random other document with probability
+0.5 (label 1 = random). Masking picks `masked_lm_prob` of the tokens (at most `max_predictions_per_seq`) as single
+tokens, whole words, or ALBERT's n-grams of whole words (n up to `max_ngram`, probability proportional to 1/n), and
+replaces 80% by `[MASK]`, 10% by a random token, keeps 10%.
+
+Two deliberate differences from Google's scripts: a chunk holding a single sentence is split inside that sentence
+for sentence-order prediction (Google substitutes a random-document segment there, which mixes NSP negatives into
+SOP and unbalances its labels), and every random draw comes from one seeded generator per (copy, document chunk), so
+the output is byte-identical for a seed whatever `--workers` (Google's n-gram sampling calls the unseeded global NumPy
+generator).
+
+The records hold Google's feature spec: `input_ids`, `input_mask`, `segment_ids` int64 [max_seq_length];
+`masked_lm_positions`, `masked_lm_ids` int64 and `masked_lm_weights` float32 [max_predictions_per_seq];
+`next_sentence_labels` int64 [1]; and, for ALBERT as its script writes, `token_boundary` int64 [max_seq_length].
+
+Command line:
+    keras-albert create-pretraining-data --tokenizer tok --output_dir data        # embedded corpus, ALBERT defaults
+    keras-albert create-pretraining-data --input 'wiki/*.txt.gz' --tokenizer tok --output_dir data \\
+        --model_type bert --max_seq_length 128 --max_predictions_per_seq 20 --masking token --num_shards 256
+"""
+
+import functools
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import re
+import sys
+import time
+
+import numpy as np
+
+from keras_albert.data import text, tokenizers
+from keras_albert.errors import UserInputError
+
+MASKING_MODES = ("token", "whole_word", "ngram")
+SHARD_NAME = "part-{index:05d}-of-{count:05d}.tfrecord"
+SHARD_PATTERN = re.compile(r"part-\d{5}-of-(\d{5})\.tfrecord$")
+SUMMARY_FILE = "summary.json"
+# Work units. Fixed sizes (not derived from the number of workers) keep the output independent of `--workers`.
+TOKENIZE_PIECE_CHARS = 250_000
+INSTANCE_CHUNK_TOKENS = 100_000
+SHUFFLE_BUFFER = 20_000
+
+
+def create_pretraining_data(
+    inputs,
+    tokenizer,
+    output_dir,
+    *,
+    model_type=None,
+    max_seq_length=512,
+    max_predictions_per_seq=20,
+    masked_lm_prob=0.15,
+    masking=None,
+    max_ngram=3,
+    dupe_factor=10,
+    short_seq_prob=0.1,
+    num_shards=1,
+    workers=None,
+    seed=12345,
+    no_masking=False,
+    document_break_lines=1,
+    progress=True,
+):
+    """Write pretraining TFRecords and return the summary (also written as `summary.json` beside the shards).
+
+    Args:
+        inputs: str, list of str or None. Text files or globs (plain or gzip); `None` uses the embedded corpus.
+        tokenizer: str or `Tokenizer`. A tokenizer directory or file (`load_tokenizer`), which must have `[MASK]`.
+        output_dir: str. Directory for `part-XXXXX-of-YYYYY.tfrecord` shards and `summary.json`.
+        model_type: str or None. "albert" (sentence order) or "bert" (next sentence); default: the tokenizer's.
+        max_seq_length: int. Tokens per instance, `[CLS]` and `[SEP]`s included.
+        max_predictions_per_seq: int. Masked positions per instance at most.
+        masked_lm_prob: float. Share of an instance's tokens to mask.
+        masking: str or None. "token", "whole_word" or "ngram"; default "ngram" for ALBERT, "token" for BERT.
+        max_ngram: int. Longest n-gram (in words) for "ngram" masking.
+        dupe_factor: int. Copies of the corpus, each with different pairs and masks.
+        short_seq_prob: float. Share of documents whose pairs aim at a random shorter length.
+        num_shards: int. Output files.
+        workers: int or None. Processes; default all cores. The output does not depend on it.
+        seed: int. Random seed.
+        no_masking: bool. Write unmasked records (empty masked_lm_* features) for the reader's dynamic masking.
+        document_break_lines: int. Blank lines that end a document (see `text.split_documents`).
+        progress: bool. Show progress bars.
+    """
+    start_time = time.perf_counter()
+    tokenizer_path = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
+    tokenizer = tokenizers.load_tokenizer(tokenizer)
+    settings = _validate(
+        tokenizer=tokenizer,
+        tokenizer_path=tokenizer_path,
+        model_type=model_type or tokenizer.model_type,
+        max_seq_length=max_seq_length,
+        max_predictions_per_seq=max_predictions_per_seq,
+        masked_lm_prob=masked_lm_prob,
+        masking=masking or ("ngram" if (model_type or tokenizer.model_type) == "albert" else "token"),
+        max_ngram=max_ngram,
+        dupe_factor=dupe_factor,
+        short_seq_prob=short_seq_prob,
+        num_shards=num_shards,
+        workers=workers or _available_cores(),
+        seed=seed,
+        no_masking=no_masking,
+        document_break_lines=document_break_lines,
+    )
+    paths = text.resolve_inputs(inputs)
+    shard_paths = _prepare_output_dir(output_dir, num_shards)
+
+    # 1. Read, split into documents and sentences, and tokenize (each sentence once), in pieces of whole documents.
+    corpus = _tokenize(paths, tokenizer, settings, progress)
+    if corpus.num_tokens < 2:
+        raise UserInputError(f"--input: corpus too small for one instance ({corpus.num_tokens} tokens)")
+
+    # 2. Instances, masked and serialized in parallel, one seeded task per (copy, chunk of documents).
+    tables = _Tables.from_tokenizer(tokenizer)
+    tasks = _plan_tasks(corpus, settings)
+    totals = _Totals(max_ngram=settings["max_ngram"])
+    writer = None
+    try:
+        with _Executor(settings["workers"], corpus, tables, settings) as executor:
+            # Without google-crc32c, TensorFlow (for its TFRecord writer) loads only now, after the workers fork.
+            writer = _ShardWriter(shard_paths, settings["seed"])
+            bar = _progress(None, progress, "instances", "chunk", total=len(tasks))
+            for records, stats in executor.map(_run_task, tasks):
+                totals.add(stats)
+                writer.write(records)
+                bar.update(1)
+            bar.close()
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if totals.instances == 0:
+        writer.discard()
+        raise UserInputError(
+            f"--input: corpus too small for one instance ({corpus.num_tokens} tokens in {corpus.num_documents} "
+            "documents)"
+        )
+    writer.commit()
+
+    seconds = time.perf_counter() - start_time
+    summary = totals.summary(settings, corpus, seconds)
+    summary["files"] = paths
+    summary["shards"] = [os.path.basename(path) for path in shard_paths]
+    tokenizers._write_atomic(
+        os.path.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2).encode("utf-8") + b"\n"
+    )
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings and output directory
+
+
+def _validate(**settings):
+    tokenizer = settings.pop("tokenizer")
+    tokenizer_path = settings.pop("tokenizer_path")
+    name = tokenizer_path or "tokenizer"
+    for role in ("cls", "sep", "mask"):
+        if getattr(tokenizer, f"{role}_id") is None:
+            raise UserInputError(f"--tokenizer: {name} has no {tokenizer.specials[role]} token")
+    checks = [
+        ("model_type", settings["model_type"] in tokenizers.MODEL_TYPES, "albert or bert"),
+        ("masking", settings["masking"] in MASKING_MODES, "one of " + ", ".join(MASKING_MODES)),
+        ("max_seq_length", _is_int(settings["max_seq_length"]) and settings["max_seq_length"] >= 5, "an integer >= 5"),
+        ("max_predictions_per_seq", _is_int(settings["max_predictions_per_seq"]) and settings["max_predictions_per_seq"] >= 1, "an integer >= 1"),
+        ("masked_lm_prob", 0 < settings["masked_lm_prob"] < 1, "between 0 and 1"),
+        ("max_ngram", _is_int(settings["max_ngram"]) and settings["max_ngram"] >= 1, "an integer >= 1"),
+        ("dupe_factor", _is_int(settings["dupe_factor"]) and settings["dupe_factor"] >= 1, "an integer >= 1"),
+        ("short_seq_prob", 0 <= settings["short_seq_prob"] <= 1, "between 0 and 1"),
+        ("num_shards", _is_int(settings["num_shards"]) and 1 <= settings["num_shards"] <= 99999, "an integer from 1 to 99999"),
+        ("workers", _is_int(settings["workers"]) and settings["workers"] >= 1, "an integer >= 1"),
+        ("seed", _is_int(settings["seed"]), "an integer"),
+        ("document_break_lines", _is_int(settings["document_break_lines"]) and settings["document_break_lines"] >= 1, "an integer >= 1"),
+    ]
+    for flag, ok, expected in checks:
+        if not ok:
+            raise UserInputError(f"--{flag}: expected {expected}, got {settings[flag]!r}")
+    if settings["masking"] != "ngram":
+        settings["max_ngram"] = 1
+    settings["tokenizer"] = tokenizer_path
+    return settings
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _prepare_output_dir(output_dir, num_shards):
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UserInputError(f"--output_dir: {output_dir} exists and is not a directory")
+    os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(output_dir):
+        match = SHARD_PATTERN.match(name)
+        if match and int(match.group(1)) != num_shards:
+            raise UserInputError(
+                f"--output_dir: {output_dir} holds shards of another run ({name}); use an empty directory"
+            )
+    return [os.path.join(output_dir, SHARD_NAME.format(index=i, count=num_shards)) for i in range(num_shards)]
+
+
+def _progress(iterable, enabled, description, unit, total=None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr, leave=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenization
+
+
+class _Corpus:
+    """All documents as one flat token array: sentence `s` is `tokens[sentence_starts[s]:sentence_starts[s + 1]]`,
+    document `d` is sentences `document_starts[d]` to `document_starts[d + 1]`."""
+
+    def __init__(self, tokens, sentence_starts, document_starts):
+        self.tokens = tokens
+        self.sentence_starts = sentence_starts
+        self.document_starts = document_starts
+
+    @property
+    def sentence_view(self):
+        return memoryview(self.sentence_starts)
+
+    @property
+    def document_view(self):
+        return memoryview(self.document_starts)
+
+    @property
+    def num_tokens(self):
+        return int(self.tokens.size)
+
+    @property
+    def num_documents(self):
+        return int(self.document_starts.size - 1)
+
+    @property
+    def num_sentences(self):
+        return int(self.sentence_starts.size - 1)
+
+
+def _tokenize(paths, tokenizer, settings, progress):
+    pieces = [piece for path in paths for piece in _pieces(text.read_text(path), settings["document_break_lines"])]
+    document_sizes, lengths, tokens = [], [], []
+    bar = _progress(None, progress, "tokenizing", "MB", total=round(sum(map(len, pieces)) / 1e6, 1))
+    work = [(piece, settings["document_break_lines"]) for piece in pieces]
+    with _Executor(min(settings["workers"], max(1, len(pieces))), tokenizer=tokenizer) as executor:
+        for (sizes, piece_lengths, piece_tokens), (piece, _) in zip(executor.map(_tokenize_piece, work), work):
+            document_sizes.append(sizes)
+            lengths.append(piece_lengths)
+            tokens.append(piece_tokens)
+            bar.update(round(len(piece) / 1e6, 1))
+    bar.close()
+    document_sizes = np.concatenate(document_sizes) if document_sizes else np.zeros(0, np.int64)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    tokens = np.concatenate(tokens) if tokens else np.zeros(0, np.int32)
+    sentence_starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    document_starts = np.concatenate([[0], np.cumsum(document_sizes)]).astype(np.int64)
+    return _Corpus(tokens, sentence_starts, document_starts)
+
+
+def _pieces(content, document_break_lines, size=TOKENIZE_PIECE_CHARS):
+    """Cut a file's text at document breaks into pieces of about `size` characters (a fixed rule, so the output
+    does not depend on the number of workers)."""
+    if "\r" in content:
+        content = content.replace("\r\n", "\n").replace("\r", "\n")
+    breaks = re.compile(r"\n(?:[^\S\n]*\n){%d,}" % document_break_lines)
+    pieces, start = [], 0
+    while len(content) - start > size:
+        found = breaks.search(content, start + size)
+        if found is None:
+            break
+        pieces.append(content[start : found.start()])
+        start = found.end()
+    pieces.append(content[start:])
+    return pieces
+
+
+_TOKENIZER = None
+
+
+def _tokenize_piece(work):
+    """Documents of one piece of text -> (sentences per document, tokens per sentence, all tokens), empty
+    sentences and documents dropped."""
+    piece, document_break_lines = work
+    documents = text.split_documents(piece, document_break_lines)
+    sentences = [sentence for document in documents for sentence in document]
+    ids = _TOKENIZER.encode_batch(sentences)
+    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+    document_of_sentence = np.repeat(np.arange(len(documents)), [len(document) for document in documents])
+    keep = lengths > 0
+    sizes = np.bincount(document_of_sentence[keep], minlength=len(documents))
+    return sizes[sizes > 0].astype(np.int64), lengths[keep], tokens
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Worker processes
+
+
+class _Tables:
+    """Per-vocabulary lookups the masking needs, small enough to send to every worker."""
+
+    def __init__(self, word_start, replacement_ids, pad_id, cls_id, sep_id, mask_id, vocab_size):
+        self.word_start = word_start
+        self.replacement_ids = replacement_ids
+        self.pad_id, self.cls_id, self.sep_id, self.mask_id = pad_id, cls_id, sep_id, mask_id
+        self.vocab_size = vocab_size
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer):
+        special = np.zeros(tokenizer.vocab_size, bool)
+        special[tokenizer.special_ids] = True
+        for i in range(tokenizer.vocab_size):
+            token = tokenizer.id_to_token(i)
+            if tokenizer.model_type == "bert" and token.startswith("[") and token.endswith("]") and len(token) > 2:
+                special[i] = True  # [unused12] and the like are never random replacements
+        return cls(
+            word_start=tokenizer.word_start_table().copy(),
+            replacement_ids=np.flatnonzero(~special).astype(np.int64),
+            pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else 0,
+            cls_id=tokenizer.cls_id,
+            sep_id=tokenizer.sep_id,
+            mask_id=tokenizer.mask_id,
+            vocab_size=tokenizer.vocab_size,
+        )
+
+
+_STATE = {}
+
+
+def _init_worker(state, in_pool=True):
+    global _TOKENIZER
+    if in_pool:  # one core per worker process
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _STATE.clear()
+    _STATE.update(state)
+    _TOKENIZER = state.get("tokenizer")
+
+
+class _Executor:
+    """`map` in order over a process pool, or in this process for one worker (the results are the same)."""
+
+    def __init__(self, workers, corpus=None, tables=None, settings=None, tokenizer=None):
+        self.workers = workers
+        self.state = {"corpus": corpus, "tables": tables, "settings": settings, "tokenizer": tokenizer}
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            # Fork is cheap and shares the corpus; after TensorFlow is loaded only spawn is safe.
+            method = "spawn" if "tensorflow" in sys.modules or sys.platform != "linux" else "fork"
+            self.pool = multiprocessing.get_context(method).Pool(
+                self.workers, initializer=_init_worker, initargs=(self.state,)
+            )
+        else:
+            self.saved = (dict(_STATE), _TOKENIZER)
+            _init_worker(self.state, in_pool=False)
+        return self
+
+    def map(self, function, items):
+        if self.pool is None:
+            return map(function, items)
+        return self.pool.imap(function, items)
+
+    def __exit__(self, *exc):
+        global _TOKENIZER
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] else self.pool.close()
+            self.pool.join()
+        else:
+            _STATE.clear()
+            _STATE.update(self.saved[0])
+            _TOKENIZER = self.saved[1]
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Instances
+
+
+def _plan_tasks(corpus, settings):
+    """(copy, document ids) work units in a seeded order; each gets its own random seed from (seed, copy, chunk)."""
+    rng = random.Random(settings["seed"])
+    order = list(range(corpus.num_documents))
+    rng.shuffle(order)  # as Google's script shuffles all documents once
+    document_tokens = np.diff(corpus.sentence_starts[corpus.document_starts])[order]
+    chunk_of = np.cumsum(document_tokens) // INSTANCE_CHUNK_TOKENS
+    bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+    chunks = np.split(np.asarray(order, np.int64), bounds)
+    tasks = [(copy, index, chunk) for copy in range(settings["dupe_factor"]) for index, chunk in enumerate(chunks)]
+    rng.shuffle(tasks)
+    return tasks
+
+
+def _run_task(task):
+    copy, index, documents = task
+    corpus, tables, settings = _STATE["corpus"], _STATE["tables"], _STATE["settings"]
+    seed_sequence = np.random.SeedSequence([settings["seed"] & 0xFFFFFFFF, copy, index])
+    generator = np.random.Generator(np.random.PCG64(seed_sequence))
+    rng = random.Random(int(seed_sequence.generate_state(2, np.uint64)[0]))
+    pairs = _PairMaker(corpus, tables, settings, rng)
+    for document in documents:
+        pairs.document(int(document))
+    batch = _Batch(corpus, tables, settings, pairs)
+    stats = batch.stats
+    if not batch.size:
+        return [], stats
+    if not settings["no_masking"]:
+        batch.mask(generator)
+    records = batch.serialize()
+    rng.shuffle(records)
+    if _crc32c() is not None:
+        records = [_frame(record) for record in records]
+    return records, stats
+
+
+class _PairMaker:
+    """Google's `create_instances_from_document` on sentence index ranges: collects segment pairs and labels."""
+
+    def __init__(self, corpus, tables, settings, rng):
+        self.corpus, self.tables, self.settings, self.rng = corpus, tables, settings, rng
+        self.sop = settings["model_type"] == "albert"
+        self.max_tokens = settings["max_seq_length"] - 3
+        self.a_start, self.a_end, self.b_start, self.b_end, self.labels = [], [], [], [], []
+
+    def document(self, document):
+        corpus, rng = self.corpus, self.rng
+        starts = corpus.sentence_view  # Python ints, fast to index
+        first, last = corpus.document_view[document], corpus.document_view[document + 1]
+        target = self.max_tokens
+        if rng.random() < self.settings["short_seq_prob"]:
+            target = rng.randint(2, self.max_tokens)
+        chunk_first, chunk_length = first, 0
+        i = first
+        while i < last:
+            chunk_length += starts[i + 1] - starts[i]
+            if i == last - 1 or chunk_length >= target:
+                segments = i + 1 - chunk_first
+                a_end = chunk_first + (rng.randint(1, segments - 1) if segments >= 2 else 1)
+                a = (starts[chunk_first], starts[a_end])
+                label = 0
+                if self.sop:
+                    if segments >= 2:
+                        b = (starts[a_end], starts[i + 1])
+                    else:
+                        a, b = self._split_segment(a)
+                    if rng.random() < 0.5:
+                        a, b, label = b, a, 1
+                elif segments == 1 or rng.random() < 0.5:
+                    label = 1
+                    b = self._random_segment(document, target - (a[1] - a[0]))
+                    i -= i + 1 - a_end  # the unused sentences start the next chunk
+                else:
+                    b = (starts[a_end], starts[i + 1])
+                if a is not None and a[1] > a[0] and b[1] > b[0]:
+                    self._add(a, b, label)
+                chunk_first, chunk_length = i + 1, 0
+            i += 1
+
+    def _split_segment(self, a):
+        """Cut a lone sentence at a random word start (uniform over word starts, by rejection sampling)."""
+        start, end = a
+        if end - start < 2:
+            return None, None
+        tokens, word_start, randint = self.corpus.tokens, self.tables.word_start, self.rng.randint
+        cut = randint(start + 1, end - 1)
+        for _ in range(64):
+            if word_start[tokens[cut]]:
+                break
+            cut = randint(start + 1, end - 1)
+        return (start, cut), (cut, end)
+
+    def _random_segment(self, document, target_length):
+        corpus, rng = self.corpus, self.rng
+        starts = corpus.sentence_view
+        other = document
+        for _ in range(10):
+            other = rng.randint(0, corpus.num_documents - 1)
+            if other != document:
+                break
+        first, last = corpus.document_view[other], corpus.document_view[other + 1]
+        start = rng.randint(first, last - 1)
+        end = start
+        while end < last:
+            end += 1
+            if starts[end] - starts[start] >= target_length:
+                break
+        return starts[start], starts[end]
+
+    def _add(self, a, b, label):
+        """Google's `truncate_seq_pair`, then record the pair.
+
+        Google removes one token at a time from the longer segment (B on ties), from its front or back with
+        probability 0.5 each. The same in closed form: the counts removed from A and B follow from the lengths, and
+        the share taken from each front is Binomial(removed, 0.5), drawn as the popcount of random bits.
+        """
+        (a0, a1), (b0, b1) = a, b
+        length_a, length_b = a1 - a0, b1 - b0
+        excess = length_a + length_b - self.max_tokens
+        if excess > 0:
+            if length_a > length_b:
+                from_a = min(excess, length_a - length_b)
+                rest = excess - from_a
+                from_a, from_b = from_a + rest // 2, (rest + 1) // 2
+            else:
+                from_b = min(excess, length_b - length_a + 1)
+                rest = excess - from_b
+                from_a, from_b = (rest + 1) // 2, from_b + rest // 2
+            front_a = self.rng.getrandbits(from_a).bit_count() if from_a else 0
+            front_b = self.rng.getrandbits(from_b).bit_count() if from_b else 0
+            a0, a1 = a0 + front_a, a1 - (from_a - front_a)
+            b0, b1 = b0 + front_b, b1 - (from_b - front_b)
+        self.a_start.append(a0)
+        self.a_end.append(a1)
+        self.b_start.append(b0)
+        self.b_end.append(b1)
+        self.labels.append(label)
+
+
+class _Batch:
+    """A task's instances as padded matrices: built, masked and serialized with whole-array NumPy operations."""
+
+    def __init__(self, corpus, tables, settings, pairs):
+        self.tables, self.settings = tables, settings
+        seq = settings["max_seq_length"]
+        a0, a1 = np.asarray(pairs.a_start, np.int64), np.asarray(pairs.a_end, np.int64)
+        b0, b1 = np.asarray(pairs.b_start, np.int64), np.asarray(pairs.b_end, np.int64)
+        self.labels = np.asarray(pairs.labels, np.int64)
+        self.size = size = len(self.labels)
+        length_a, length_b = a1 - a0, b1 - b0
+        self.lengths = lengths = length_a + length_b + 3
+        # [CLS] A [SEP] B [SEP], padded: column c of row r reads corpus token source[r, c] or a special.
+        columns = np.arange(seq)[None, :]
+        la, lb = length_a[:, None], length_b[:, None]
+        self.valid = columns < lengths[:, None]
+        in_a = (columns >= 1) & (columns <= la)
+        in_b = (columns >= la + 2) & (columns < la + 2 + lb)
+        source = np.where(in_a, a0[:, None] + columns - 1, np.where(in_b, b0[:, None] + columns - la - 2, 0))
+        tokens = np.where(in_a | in_b, corpus.tokens[source], tables.pad_id).astype(np.int64)
+        self.special = self.valid & ~in_a & ~in_b
+        tokens[:, 0] = tables.cls_id
+        rows = np.arange(size)
+        tokens[rows, length_a + 1] = tables.sep_id
+        tokens[rows, lengths - 1] = tables.sep_id
+        self.tokens = tokens
+        self.segments = in_b | (self.valid & (columns == lengths[:, None] - 1))
+        self.boundary = (tables.word_start[tokens] & self.valid) | self.special
+        self.positions = np.zeros((size, settings["max_predictions_per_seq"]), np.int64)
+        self.masked_ids = np.zeros_like(self.positions)
+        self.weights = np.zeros(self.positions.shape, np.float32)
+        max_ngram = settings["max_ngram"]
+        self.stats = {
+            "instances": size,
+            "tokens": int(lengths.sum()),
+            "padding": int(size * seq - lengths.sum()),
+            "masked": 0,
+            "replaced_mask": 0,
+            "replaced_random": 0,
+            "kept": 0,
+            "label_1": int(self.labels.sum()),
+            "ngrams": [0] * max_ngram,
+            "ngram_draws": [0] * max_ngram,
+        }
+
+    def mask(self, generator):
+        """ALBERT's `create_masked_lm_predictions`, run in lockstep over all rows.
+
+        Units are tokens ("token") or whole words (a word start, or the first token after [CLS]/[SEP]). Units are
+        visited in random order; each draws n (p proportional to 1/n, n no more than the units left), shortened
+        until it fits the row's budget `min(max_predictions, max(1, round(length * masked_lm_prob)))`, and is
+        skipped when it still does not fit or overlaps a chosen n-gram. Chosen tokens: 80% [MASK], 10% random, 10%
+        kept.
+        """
+        settings, tables = self.settings, self.tables
+        size, seq = self.tokens.shape
+        max_ngram = settings["max_ngram"]
+        candidates = self.valid & ~self.special
+        if settings["masking"] == "token":
+            unit_start = candidates
+        else:
+            after_special = np.zeros_like(candidates)
+            after_special[:, 1:] = self.special[:, :-1]
+            unit_start = candidates & (self.boundary | after_special)
+        units = unit_start.sum(axis=1)
+        widest = int(units.max()) if size else 0
+        budget = np.minimum(
+            settings["max_predictions_per_seq"],
+            np.maximum(1, np.round(self.lengths * settings["masked_lm_prob"]).astype(np.int64)),
+        )
+        # first[r, u]: candidate rank of unit u's first token; first[r, units[r]] = candidates in row r.
+        rank = np.cumsum(candidates, axis=1) - candidates
+        row_of_start, column_of_start = np.nonzero(unit_start)
+        unit_of_start = np.arange(len(row_of_start)) - np.repeat(np.cumsum(units) - units, units)
+        first = np.zeros((size, widest + max_ngram + 1), np.int64)
+        first[:] = candidates.sum(axis=1)[:, None]
+        first[row_of_start, unit_of_start] = rank[row_of_start, column_of_start]
+        live = np.arange(widest)[None, :] < units[:, None]
+        weights = 1.0 / np.arange(1, max_ngram + 1)
+        # thresholds[k]: cumulative probabilities for n in 1..k (p proportional to 1/n), padded with inf.
+        thresholds = np.full((max_ngram + 1, max_ngram), np.inf)
+        for k in range(1, max_ngram + 1):
+            thresholds[k, : k - 1] = (np.cumsum(weights[:k]) / weights[:k].sum())[:-1]
+        priority = np.where(live, generator.random((size, widest), np.float32), np.float32(2.0))
+        order = np.argsort(priority, axis=1)
+        covered = np.zeros((size, widest + max_ngram), bool)
+        count = np.zeros(size, np.int64)
+        ngrams = np.zeros(max_ngram + 1, np.int64)
+        draws = np.zeros(max_ngram + 1, np.int64)
+        live = np.arange(size)  # rows still below their budget with units left to visit, shrinking
+        last_column = first.shape[1] - 1
+        for step in range(widest):
+            live = live[(step < units[live]) & (count[live] < budget[live])]
+            if not live.size:
+                break
+            u = order[live, step]
+            # n for this start unit, at most the units left in the row.
+            available = np.minimum(units[live] - u, max_ngram)
+            n = 1 + (generator.random(live.size)[:, None] > thresholds[available]).sum(axis=1)
+            start = first[live, u]
+            room = budget[live] - count[live]
+            sizes = np.zeros((max_ngram + 1, live.size), np.int64)
+            fits = np.zeros(live.size, np.int64)  # the longest k <= n whose tokens fit the room left
+            for k in range(1, max_ngram + 1):
+                sizes[k] = first[live, np.minimum(u + k, last_column)] - start
+                fits += (k <= n) & (sizes[k] <= room)
+            overlap = np.zeros(live.size, bool)
+            for k in range(max_ngram):
+                overlap |= (k < fits) & covered[live, u + k]
+            accept = (fits >= 1) & ~overlap
+            for k in range(max_ngram):
+                chosen = accept & (k < fits)
+                covered[live[chosen], u[chosen] + k] = True
+            count[live] += np.where(accept, sizes[fits, np.arange(live.size)], 0)
+            ngrams += np.bincount(fits[accept], minlength=max_ngram + 1)
+            draws += np.bincount(n, minlength=max_ngram + 1)
+        self.stats["ngrams"] = ngrams[1:].tolist()
+        self.stats["ngram_draws"] = draws[1:].tolist()
+        # Tokens of covered units, in position order.
+        unit_of_token = np.cumsum(unit_start, axis=1) - 1
+        masked = candidates & np.take_along_axis(covered, np.maximum(unit_of_token, 0), axis=1)
+        row_of, column_of = np.nonzero(masked)
+        per_row = masked.sum(axis=1)
+        slot = np.arange(len(row_of)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        labels = self.tokens[row_of, column_of]
+        self.positions[row_of, slot] = column_of
+        self.masked_ids[row_of, slot] = labels
+        self.weights[row_of, slot] = 1.0
+        draws = generator.random((2, len(row_of)))
+        to_mask = draws[0] < 0.8
+        to_random = ~to_mask & (draws[1] >= 0.5)
+        replaced = labels.copy()
+        replaced[to_mask] = tables.mask_id
+        replacements = tables.replacement_ids
+        replaced[to_random] = replacements[generator.integers(0, len(replacements), int(to_random.sum()))]
+        self.tokens[row_of, column_of] = replaced
+        self.stats["masked"] = int(len(row_of))
+        self.stats["replaced_mask"] = int(to_mask.sum())
+        self.stats["replaced_random"] = int(to_random.sum())
+        self.stats["kept"] = int(len(row_of) - to_mask.sum() - to_random.sum())
+
+    def serialize(self):
+        """Every row as a serialized tf.train.Example with Google's feature names, dtypes and shapes."""
+        size, seq = self.tokens.shape
+        predictions = self.positions.shape[1]
+        columns = [_varint_entries("input_ids", self.tokens)]
+        columns.append(_fixed_entries("input_mask", _INT64, self.valid.astype(np.uint8)))
+        columns.append(_fixed_entries("segment_ids", _INT64, self.segments.astype(np.uint8)))
+        if self.settings["model_type"] == "albert":
+            columns.append(_fixed_entries("token_boundary", _INT64, self.boundary.astype(np.uint8)))
+        columns.append(_varint_entries("masked_lm_positions", self.positions))
+        columns.append(_varint_entries("masked_lm_ids", self.masked_ids))
+        columns.append(_fixed_entries("masked_lm_weights", _FLOAT, self.weights.astype("<f4").view(np.uint8)))
+        label_entries = [_entry_prefix("next_sentence_labels", _INT64, 1) + bytes([label]) for label in (0, 1)]
+        columns.append([label_entries[label] for label in self.labels.tolist()])
+        bodies = list(map(b"".join, zip(*columns)))
+        return [b"\x0a" + _varint(len(body)) + body for body in bodies]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Serialization: tf.train.Example in protobuf wire format, written by hand so that workers never import TensorFlow.
+#   Example{features=1: Features{feature=1: map<string, Feature>}}; map entry {key=1, value=2};
+#   Feature{float_list=2: FloatList{value=1 packed float}, int64_list=3: Int64List{value=1 packed varint}}.
+
+_INT64, _FLOAT = b"\x1a", b"\x12"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _entry_prefix(name, kind, payload_length):
+    """The bytes of a Features map entry up to its packed payload of `payload_length` bytes."""
+    key = name.encode()
+    value_list = b"\x0a" + _varint(payload_length)
+    feature = kind + _varint(len(value_list) + payload_length) + value_list
+    entry_length = 1 + len(_varint(len(key))) + len(key) + 1 + len(_varint(len(feature) + payload_length))
+    entry_length += len(feature) + payload_length
+    return b"\x0a" + _varint(entry_length) + b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(
+        len(feature) + payload_length
+    ) + feature
+
+
+def _fixed_entries(name, kind, matrix):
+    """Map entries for rows of a uint8 matrix that already is the packed payload (0/1 int64 varints, float32s)."""
+    matrix = np.ascontiguousarray(matrix)
+    width = matrix.shape[1]
+    prefix = _entry_prefix(name, kind, width)
+    data = matrix.tobytes()
+    return [prefix + data[start : start + width] for start in range(0, len(data), width)]
+
+
+def _varint_entries(name, matrix):
+    """Map entries for rows of a non-negative integer matrix, packed as protobuf varints for all rows at once."""
+    rows, width = matrix.shape
+    if not rows:
+        return []
+    largest = int(matrix.max())
+    if largest < 0x80:
+        return _fixed_entries(name, _INT64, matrix.astype(np.uint8))
+    values = np.ascontiguousarray(matrix, np.uint64).ravel()
+    widest = (largest.bit_length() + 6) // 7
+    sizes = np.ones(values.shape, np.int64)
+    for k in range(1, widest):
+        sizes += values >= np.uint64(1 << (7 * k))
+    ends = np.cumsum(sizes)
+    first_byte = ends - sizes
+    data = np.empty(int(ends[-1]), np.uint8)
+    for k in range(widest):
+        has = sizes > k if k else slice(None)
+        group = (values[has] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        more = (sizes[has] > k + 1).astype(np.uint64) << np.uint64(7)
+        data[first_byte[has] + k] = (group | more).astype(np.uint8)
+    data = data.tobytes()
+    row_ends = ends[width - 1 :: width].tolist()
+    return [
+        _entry_prefix(name, _INT64, end - start) + data[start:end] for start, end in zip([0] + row_ends[:-1], row_ends)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output
+
+
+def _crc32c():
+    """google-crc32c's `value`, or None when it is not installed (TensorFlow then frames the records)."""
+    try:
+        from google_crc32c import value
+    except ImportError:
+        return None
+    return value
+
+
+def _masked_crc(data):
+    crc = _crc32c()(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _frame(record):
+    """One TFRecord: length (uint64), its masked CRC-32C, the data, the data's masked CRC-32C (little-endian)."""
+    length = len(record).to_bytes(8, "little")
+    return length + _masked_crc(length).to_bytes(4, "little") + record + _masked_crc(record).to_bytes(4, "little")
+
+
+class _ShardWriter:
+    """Streams records through a seeded shuffle buffer, round-robin into shards written under temporary names.
+
+    Records arrive framed (TFRecord format) when google-crc32c is installed and are appended as bytes; otherwise
+    TensorFlow's `TFRecordWriter` frames them.
+    """
+
+    def __init__(self, paths, seed):
+        self.paths = paths
+        self.temporary = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in paths]
+        if _crc32c() is not None:
+            self.writers = [_FileWriter(path) for path in self.temporary]
+        else:
+            self.writers = [_TensorFlowWriter(path) for path in self.temporary]
+        self.rng = random.Random(seed + 1)
+        self.buffer = []
+        self.count = 0
+
+    def write(self, records):
+        buffer, rng = self.buffer, self.rng
+        out = []
+        for record in records:
+            if len(buffer) < SHUFFLE_BUFFER:
+                buffer.append(record)
+                continue
+            index = rng.randrange(SHUFFLE_BUFFER)
+            out.append(buffer[index])
+            buffer[index] = record
+        self._emit(out)
+
+    def _emit(self, records):
+        """Record k of the output stream goes to shard k mod num_shards."""
+        shards = len(self.writers)
+        for shard, writer in enumerate(self.writers):
+            first = (shard - self.count) % shards
+            writer.write_all(records[first::shards])
+        self.count += len(records)
+
+    def close(self):
+        self.rng.shuffle(self.buffer)
+        self._emit(self.buffer)
+        self.buffer = []
+        for writer in self.writers:
+            writer.close()
+
+    def commit(self):
+        for temporary, path in zip(self.temporary, self.paths):
+            os.replace(temporary, path)
+
+    def abort(self):
+        for writer in self.writers:
+            try:
+                writer.close()
+            except Exception:
+                pass
+        self.discard()
+
+    def discard(self):
+        for temporary in self.temporary:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+class _FileWriter:
+    def __init__(self, path):
+        self.file = open(path, "wb")
+
+    def write_all(self, framed_records):
+        self.file.write(b"".join(framed_records))
+
+    def close(self):
+        self.file.close()
+
+
+class _TensorFlowWriter:
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.writer = tf.io.TFRecordWriter(path)
+
+    def write_all(self, records):
+        for record in records:
+            self.writer.write(record)
+
+    def close(self):
+        self.writer.close()
+
+
+class _Totals:
+    def __init__(self, max_ngram):
+        self.counts = {"instances": 0, "tokens": 0, "padding": 0, "masked": 0, "replaced_mask": 0,
+                       "replaced_random": 0, "kept": 0, "label_1": 0}
+        self.ngrams = [0] * max_ngram
+        self.ngram_draws = [0] * max_ngram
+
+    @property
+    def instances(self):
+        return self.counts["instances"]
+
+    def add(self, stats):
+        for key in self.counts:
+            self.counts[key] += stats[key]
+        self.ngrams = [x + y for x, y in zip(self.ngrams, stats["ngrams"])]
+        self.ngram_draws = [x + y for x, y in zip(self.ngram_draws, stats["ngram_draws"])]
+
+    def summary(self, settings, corpus, seconds):
+        c = self.counts
+        masked = max(c["masked"], 1)
+        slots = max(c["instances"] * settings["max_seq_length"], 1)
+        return {
+            "documents": corpus.num_documents,
+            "sentences": corpus.num_sentences,
+            "corpus_tokens": corpus.num_tokens,
+            "instances": c["instances"],
+            "tokens": c["tokens"],
+            "masked_tokens": c["masked"],
+            "masked_share": c["masked"] / max(c["tokens"], 1),
+            "padding_share": c["padding"] / slots,
+            "replaced_by_mask_share": c["replaced_mask"] / masked,
+            "replaced_by_random_share": c["replaced_random"] / masked,
+            "kept_share": c["kept"] / masked,
+            "label_1_share": c["label_1"] / max(c["instances"], 1),
+            # Masked n-grams by length in words (tokens for --masking token) after shortening to fit the budget,
+            # and the lengths drawn (p proportional to 1/n) before it.
+            "ngram_counts": {str(n + 1): count for n, count in enumerate(self.ngrams)} if c["masked"] else {},
+            "ngram_drawn_counts": {str(n + 1): count for n, count in enumerate(self.ngram_draws)} if c["masked"] else {},
+            "seconds": round(seconds, 3),
+            "corpus_tokens_per_second": round(corpus.num_tokens / max(seconds, 1e-9), 1),
+            "settings": settings,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser):
+    parser.add_argument("--input", nargs="*", default=None,
+                        help="Text files, directories or globs (plain or gzip; comma-separated allowed); documents are "
+                        "separated by blank lines. Default: the embedded Jane Austen corpus.")
+    parser.add_argument("--tokenizer", required=True,
+                        help="Tokenizer directory from train-tokenizer, or a bare spiece.model / vocab.txt.")
+    parser.add_argument("--output_dir", required=True, help="Directory for the TFRecord shards and summary.json.")
+    parser.add_argument("--model_type", choices=tokenizers.MODEL_TYPES, default=None,
+                        help="albert: sentence-order labels; bert: next-sentence labels. Default: the tokenizer's.")
+    parser.add_argument("--max_seq_length", type=int, default=512)
+    parser.add_argument("--max_predictions_per_seq", type=int, default=20)
+    parser.add_argument("--masked_lm_prob", type=float, default=0.15)
+    parser.add_argument("--masking", default=None,
+                        help="token, whole_word or ngram (ALBERT's n-grams of whole words). Default: ngram for albert, "
+                        "token for bert.")
+    parser.add_argument("--max_ngram", type=int, default=3, help="Longest n-gram for --masking ngram.")
+    parser.add_argument("--dupe_factor", type=int, default=10,
+                        help="Copies of the corpus with different pairs and masks.")
+    parser.add_argument("--short_seq_prob", type=float, default=0.1)
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="Processes (default: all cores); the output does "
+                        "not depend on it.")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--no_masking", action="store_true",
+                        help="Write unmasked records for pretraining_dataset(..., dynamic_masking=True).")
+    parser.add_argument("--document_break_lines", type=int, default=1,
+                        help="Blank lines that end a document (2 makes each chapter of the embedded corpus a document).")
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+
+
+def run(args):
+    if args.masking is not None and args.masking not in MASKING_MODES:
+        raise UserInputError(f"--masking: expected one of {', '.join(MASKING_MODES)}, got {args.masking!r}")
+    summary = create_pretraining_data(
+        args.input,
+        args.tokenizer,
+        args.output_dir,
+        model_type=args.model_type,
+        max_seq_length=args.max_seq_length,
+        max_predictions_per_seq=args.max_predictions_per_seq,
+        masked_lm_prob=args.masked_lm_prob,
+        masking=args.masking,
+        max_ngram=args.max_ngram,
+        dupe_factor=args.dupe_factor,
+        short_seq_prob=args.short_seq_prob,
+        num_shards=args.num_shards,
+        workers=args.workers,
+        seed=args.seed,
+        no_masking=args.no_masking,
+        document_break_lines=args.document_break_lines,
+        progress=not args.quiet,
+    )
+    print(
+        f"{summary['documents']} documents, {summary['corpus_tokens']} tokens -> {summary['instances']} instances "
+        f"({summary['tokens']} tokens, {summary['masked_tokens']} masked = {summary['masked_share']:.1%}, padding "
+        f"{summary['padding_share']:.1%}) in {len(summary['shards'])} shards under {args.output_dir} "
+        f"({summary['seconds']:.1f} s, {summary['corpus_tokens_per_second']:.0f} corpus tokens/s)"
+    )
+    return 0
