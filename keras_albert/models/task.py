@@ -47,13 +47,20 @@ def _densify(grad):
     return tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices) else grad
 
 
-def _micro_batch(data, index, num_micro_batches):
-    """Rows [index*b, (index+1)*b) of every tensor, b = ceil(rows / num_micro_batches); empty past the end."""
+def _split_micro_batches(data, num_micro_batches):
+    """Reshapes every tensor to [num_micro_batches, rows / num_micro_batches, ...] (static micro-batch shapes,
+    which XLA needs)."""
     rows = tf.shape(next(iter(data.values())))[0]
-    size = (rows + num_micro_batches - 1) // num_micro_batches
-    start = tf.minimum(index * size, rows)
-    end = tf.minimum(start + size, rows)
-    return {key: value[start:end] for key, value in data.items()}
+    tf.debugging.assert_equal(
+        rows % num_micro_batches,
+        0,
+        message=f"the per-replica batch must hold a whole number of the {num_micro_batches} micro-batches "
+        "(gradient_accumulation_steps); batch the dataset with drop_remainder=True",
+    )
+    return {
+        key: tf.reshape(value, tf.concat([[num_micro_batches, rows // num_micro_batches], tf.shape(value)[1:]], 0))
+        for key, value in data.items()
+    }
 
 
 class Task(MultiWorkerTrainerMixin, keras.Model):
@@ -207,8 +214,10 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         unused = set()  # indices of variables the loss does not reach (e.g. a switched-off head), found at trace
         scale_loss = self.optimizer.scale_loss if training else (lambda loss: loss)
 
+        split = _split_micro_batches(data, n) if n > 1 else None
+
         def micro_step(i, grads, sums):
-            micro = _micro_batch(data, i, n)
+            micro = {key: value[i] for key, value in split.items()} if n > 1 else data
             if training:
                 with tf.GradientTape() as tape:
                     outputs = self(self._model_inputs(micro), training=True)
