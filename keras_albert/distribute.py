@@ -150,12 +150,17 @@ def _horovod():
     if gpus:
         tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
     _HOROVOD = hvd
-    logger.warning(
-        "Horovod rank %d of %d: gradients are only averaged across ranks by code that calls hvd.allreduce",
+    logger.info(
+        "Horovod rank %d of %d: keras-albert models all-reduce gradients and loss denominators with hvd.allreduce",
         hvd.rank(),
         hvd.size(),
     )
     return tf.distribute.get_strategy()
+
+
+def horovod_module():
+    """The initialised `horovod.tensorflow` module after `get_strategy("horovod")`, else None."""
+    return _HOROVOD
 
 
 def _multi_worker_strategy():

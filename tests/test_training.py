@@ -217,3 +217,40 @@ def test_bfloat16_training_lowers_the_loss_on_real_text(policy):
     after = np.mean([model.test_on_batch(b, return_dict=True)["mlm_loss"] for b in held_out])
     print(f"bf16 albert_tiny held-out MLM loss {before:.3f} -> {after:.3f} after 40 steps")
     assert after < before - 1.0
+
+
+class _FakeHorovod:
+    """Two Horovod ranks holding the same batch: an all-reduce doubles every value."""
+
+    Sum = "sum"
+
+    def __init__(self):
+        self.calls = 0
+
+    def size(self):
+        return 2
+
+    def grouped_allreduce(self, values, op):
+        assert op == self.Sum
+        self.calls += 1
+        return [value * 2 for value in values]
+
+
+def test_horovod_all_reduces_gradients_and_denominators(monkeypatch):
+    from keras_albert import distribute
+
+    fake = _FakeHorovod()
+    batch = _random_batch(4, np.random.default_rng(7))
+    single = _tiny()
+    horovod = _copy(single)
+    single.compile(optimizer=keras.optimizers.SGD(0.5), max_grad_norm=None)
+    horovod.compile(optimizer=keras.optimizers.SGD(0.5), max_grad_norm=None)
+    single_logs = single.train_on_batch(batch, return_dict=True)
+    monkeypatch.setattr(distribute, "_HOROVOD", fake)
+    horovod_logs = horovod.train_on_batch(batch, return_dict=True)
+    # denominators, numerators and gradients each went through the all-reduce
+    assert fake.calls == 3
+    # two identical ranks: the global batch is the local one twice, so the mean loss and the update are unchanged
+    assert horovod_logs["loss"] == pytest.approx(single_logs["loss"], abs=1e-6)
+    worst = max(np.abs(a - b).max() for a, b in zip(horovod.get_weights(), single.get_weights()))
+    assert worst < 1e-6

@@ -13,6 +13,7 @@ import logging
 import keras
 import tensorflow as tf
 
+from keras_albert import distribute
 from keras_albert.errors import UserInputError
 from keras_albert.models.backbones import ENCODERS, model_type_of
 from keras_albert.models.presets import preset_config
@@ -24,11 +25,14 @@ BACKBONE_INPUTS = ("input_ids", "input_mask", "segment_ids")
 
 
 def _all_reduce_sum(values):
-    """Sums a list of tensors over replicas; identity without a strategy."""
+    """Sums a list of tensors over replicas (tf.distribute) or ranks (Horovod); identity on one."""
     context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return values
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+    if context is not None and context.num_replicas_in_sync > 1:
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+    hvd = distribute.horovod_module()
+    if hvd is not None and hvd.size() > 1:
+        return hvd.grouped_allreduce(values, op=hvd.Sum)
+    return values
 
 
 def _no_all_reduce(grads_and_vars):
