@@ -613,10 +613,7 @@ class _Batch:
         first[row_of_start, unit_of_start] = rank[row_of_start, column_of_start]
         live = np.arange(widest)[None, :] < units[:, None]
         weights = 1.0 / np.arange(1, max_ngram + 1)
-        # thresholds[k]: cumulative probabilities for n in 1..k (p proportional to 1/n), padded with inf.
-        thresholds = np.full((max_ngram + 1, max_ngram), np.inf)
-        for k in range(1, max_ngram + 1):
-            thresholds[k, : k - 1] = (np.cumsum(weights[:k]) / weights[:k].sum())[:-1]
+        thresholds = (np.cumsum(weights) / weights.sum())[:-1]  # n = 1 + number of thresholds below a uniform draw
         priority = np.where(live, generator.random((size, widest), np.float32), np.float32(2.0))
         order = np.argsort(priority, axis=1)
         covered = np.zeros((size, widest + max_ngram), bool)
@@ -630,9 +627,10 @@ class _Batch:
             if not live.size:
                 break
             u = order[live, step]
-            # n for this start unit, at most the units left in the row.
-            available = np.minimum(units[live] - u, max_ngram)
-            n = 1 + (generator.random(live.size)[:, None] > thresholds[available]).sum(axis=1)
+            # n for this start unit (p proportional to 1/n); as in ALBERT, an n-gram running past the last unit
+            # keeps only the units there are.
+            drawn = 1 + (generator.random(live.size)[:, None] > thresholds).sum(axis=1)
+            n = np.minimum(drawn, units[live] - u)
             start = first[live, u]
             room = budget[live] - count[live]
             sizes = np.zeros((max_ngram + 1, live.size), np.int64)
@@ -649,7 +647,7 @@ class _Batch:
                 covered[live[chosen], u[chosen] + k] = True
             count[live] += np.where(accept, sizes[fits, np.arange(live.size)], 0)
             ngrams += np.bincount(fits[accept], minlength=max_ngram + 1)
-            draws += np.bincount(n, minlength=max_ngram + 1)
+            draws += np.bincount(drawn, minlength=max_ngram + 1)
         self.stats["ngrams"] = ngrams[1:].tolist()
         self.stats["ngram_draws"] = draws[1:].tolist()
         # Tokens of covered units, in position order.
