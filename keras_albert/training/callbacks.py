@@ -1,0 +1,269 @@
+"""Callbacks of a pretraining run: throughput, metric windows, log lines, TensorBoard scalars, checkpoints.
+
+All of them count in global steps (optimizer updates since the start of the run, resumes included): a callback
+built with `initial_step=N` for a `fit` that continues a run at step N calls the first step N + 1. They expect
+`fit(..., epochs=1, steps_per_epoch=total_steps - initial_step)`; with `steps_per_execution=k` they see every k-th
+step, so frequencies should be multiples of k.
+
+Keras hands callbacks the same `logs` dict in list order: list `Throughput` before the callbacks that print or
+write its figures.
+"""
+
+import logging
+import os
+import time
+
+import keras
+
+logger = logging.getLogger("keras_albert")
+
+
+class _StepCallback(keras.callbacks.Callback):
+    """Turns Keras' batch index into the global step and decides which steps close a window."""
+
+    def __init__(self, frequency, initial_step=0, total_steps=None):
+        super().__init__()
+        if int(frequency) < 1:
+            raise ValueError(f"`frequency` must be >= 1. Received: frequency={frequency}")
+        self.frequency = int(frequency)
+        self.initial_step = int(initial_step)
+        self.total_steps = total_steps
+
+    def global_step(self, batch):
+        return self.initial_step + int(batch) + 1
+
+    def closes_window(self, step):
+        return step % self.frequency == 0 or (self.total_steps is not None and step >= self.total_steps)
+
+
+class Throughput(_StepCallback):
+    """Adds `steps_per_second`, `sequences_per_second` and `tokens_per_second` to the logs of every
+    `frequency`-th step, measured over the steps since the previous figure.
+
+    The first step of a run is left out of the first window: it traces (and with XLA compiles) the step function.
+    Tokens are padded positions (`sequence_length` per sequence), the work the model does.
+
+    Args:
+        frequency: int. Steps per window.
+        global_batch_size: int. Sequences per optimizer step over all replicas and micro-batches.
+        sequence_length: int. Tokens per sequence.
+        initial_step: int. Steps done before this `fit` (a resumed run).
+        total_steps: int or None. The last step, which closes a window whatever `frequency`.
+    """
+
+    def __init__(self, frequency, global_batch_size, sequence_length, initial_step=0, total_steps=None):
+        super().__init__(frequency, initial_step, total_steps)
+        self.global_batch_size = int(global_batch_size)
+        self.sequence_length = int(sequence_length)
+        self._start = None
+        self._start_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.global_step(batch)
+        now = time.perf_counter()
+        if self._start is None:
+            self._start, self._start_step = now, step
+            return
+        if not self.closes_window(step) or logs is None:
+            return
+        seconds = max(now - self._start, 1e-9)
+        steps_per_second = (step - self._start_step) / seconds
+        logs["steps_per_second"] = steps_per_second
+        logs["sequences_per_second"] = steps_per_second * self.global_batch_size
+        logs["tokens_per_second"] = steps_per_second * self.global_batch_size * self.sequence_length
+        self._start, self._start_step = now, step
+
+
+class MetricWindows(_StepCallback):
+    """Resets the model's metrics after every `frequency`-th step, so that each logged value is the mean over the
+    last window of steps rather than over the whole run (Keras resets them only at epoch starts).
+
+    The reset happens when the next step begins, so every callback of the closing step still sees the window's means.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch > 0 and (self.initial_step + int(batch)) % self.frequency == 0:
+            self.model.reset_metrics()
+
+
+def format_logs(logs):
+    """`loss 7.0312  mlm_accuracy 0.0625  learning_rate 1.200e-04  sequences/s 163.2` for a log line."""
+    parts = []
+    for key, value in logs.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key == "learning_rate":
+            parts.append(f"{key} {value:.3e}")
+        elif key.endswith("_per_second"):
+            parts.append(f"{key[: -len('_per_second')]}/s {value:.1f}")
+        else:
+            parts.append(f"{key} {value:.4f}")
+    return "  ".join(parts)
+
+
+class ProgressLogger(_StepCallback):
+    """Logs one line every `frequency` steps (and at the last step) on the `keras_albert` logger:
+    `step 100/1000  loss ...  mlm_accuracy ...  learning_rate ...  sequences/s ...`.
+
+    Args:
+        frequency: int. Steps between lines.
+        total_steps: int. The run's last step.
+        initial_step: int. Steps done before this `fit`.
+        enabled: bool. False on workers other than the chief, which log nothing.
+    """
+
+    def __init__(self, frequency, total_steps, initial_step=0, enabled=True):
+        super().__init__(frequency, initial_step, total_steps)
+        self.enabled = enabled
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.global_step(batch)
+        if not self.enabled or not self.closes_window(step):
+            return
+        logs = dict(logs or {})
+        logs["learning_rate"] = current_learning_rate(self.model)
+        logger.info("step %d/%d  %s", step, self.total_steps, format_logs(logs))
+
+
+def current_learning_rate(model):
+    """The learning rate the next update will use (the schedule at the optimizer's `iterations`)."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _scalar_metadata():
+    # What `tensorboard.summary.scalar` attaches, built from TensorFlow's own protos: `tf.summary.scalar` needs the
+    # tensorboard package, which TensorFlow 2.21 no longer installs, while writing the events does not.
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    )
+
+
+class TensorBoardScalars(_StepCallback):
+    """Writes every numeric log value as a TensorBoard scalar at the global step, every `frequency` steps.
+
+    Only the chief writes (`enabled=True`); the event files go to `log_dir` (read them with
+    `tensorboard --logdir log_dir`). `learning_rate` is the schedule's value at that step.
+
+    Args:
+        log_dir: str. Directory for the event files.
+        frequency: int. Steps between points.
+        initial_step: int. Steps done before this `fit`.
+        total_steps: int or None. The last step, always written.
+        enabled: bool. False on workers other than the chief.
+    """
+
+    def __init__(self, log_dir, frequency, initial_step=0, total_steps=None, enabled=True):
+        super().__init__(frequency, initial_step, total_steps)
+        self.log_dir = os.fspath(log_dir)
+        self.enabled = enabled
+        self._writer = None
+
+    def _get_writer(self):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.global_step(batch)
+        if not self.enabled or not self.closes_window(step):
+            return
+        import tensorflow as tf
+
+        values = {key: value for key, value in (logs or {}).items() if isinstance(value, (int, float))}
+        values["learning_rate"] = current_learning_rate(self.model)
+        with self._get_writer().as_default(step=step):
+            for key, value in values.items():
+                tf.summary.write(key, tf.constant(value, tf.float32), metadata=_scalar_metadata())
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+
+class PeriodicCheckpoint(_StepCallback):
+    """Saves a `RunCheckpoint` every `frequency` steps and at the end of training.
+
+    Every worker must run it (the save takes part in collective ops); the `RunCheckpoint` decides who writes.
+
+    Args:
+        run_checkpoint: `keras_albert.training.checkpoints.RunCheckpoint`.
+        frequency: int. Steps between checkpoints.
+        initial_step: int. Steps done before this `fit`.
+        data_layout: dict. Stored with each checkpoint (see `RunCheckpoint.save`).
+    """
+
+    def __init__(self, run_checkpoint, frequency, initial_step=0, data_layout=None):
+        super().__init__(frequency, initial_step)
+        self.run_checkpoint = run_checkpoint
+        self.data_layout = data_layout or {}
+        self.step = int(initial_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self.global_step(batch)
+        if self.step % self.frequency == 0:
+            self._save()
+
+    def on_train_end(self, logs=None):
+        if self.run_checkpoint.last_saved_step != self.step:
+            self._save()
+
+    def _save(self):
+        path = self.run_checkpoint.save(self.step, self.data_layout)
+        if path:
+            logger.info("step %d: saved checkpoint %s", self.step, path)
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A tqdm bar over the run's steps on the chief (off where stderr is not a terminal, e.g. SageMaker logs)."""
+
+    def __init__(self, initial_step=0, total_steps=None, enabled=True):
+        super().__init__()
+        self.initial_step = int(initial_step)
+        self.total_steps = total_steps
+        self.enabled = enabled
+        self._bar = None
+        self._step = int(initial_step)
+
+    def on_train_begin(self, logs=None):
+        if not self.enabled:
+            return
+        import sys
+
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.total_steps, initial=self.initial_step, unit="step", desc="pretrain",
+                         file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is None:
+            return
+        step = self.initial_step + int(batch) + 1
+        self._bar.update(step - self._step)
+        self._step = step
+        if logs and "loss" in logs:
+            self._bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class StopAtStep(_StepCallback):
+    """Stops `fit` after global step `stop_step` (the end-of-training checkpoint is still written)."""
+
+    def __init__(self, stop_step, initial_step=0):
+        super().__init__(1, initial_step)
+        self.stop_step = int(stop_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.global_step(batch) >= self.stop_step:
+            self.model.stop_training = True
