@@ -46,8 +46,16 @@ def read_records(directory, token_boundary=True, seq=SEQ, predictions=PREDICTION
 
 def run(output_name, tokenizer, **settings):
     out = scratch_dir(output_name)
-    defaults = dict(max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, masked_lm_prob=PROB, dupe_factor=4,
-                    workers=1, seed=7, num_shards=2, progress=False)
+    defaults = dict(
+        max_seq_length=SEQ,
+        max_predictions_per_seq=PREDICTIONS,
+        masked_lm_prob=PROB,
+        dupe_factor=4,
+        workers=1,
+        seed=7,
+        num_shards=2,
+        progress=False,
+    )
     defaults.update(settings)
     summary = cpd.create_pretraining_data(novel_path(), tokenizer, out, **defaults)
     return out, summary
@@ -110,7 +118,9 @@ def test_masked_share_replacements_and_sop_balance(albert):
     kept = (now == labels[real]).mean()
     random_share = 1 - as_mask - kept
     assert abs(as_mask - 0.8) <= 0.02 and abs(kept - 0.1) <= 0.02 and abs(random_share - 0.1) <= 0.02, (
-        as_mask, kept, random_share
+        as_mask,
+        kept,
+        random_share,
     )
     replaced = now[(now != tokenizer.mask_id) & (now != labels[real])]
     assert not np.isin(replaced, tokenizer.special_ids).any()
@@ -270,7 +280,11 @@ def _feature_names(directory):
 
 
 def _shard_bytes(directory):
-    return {n: open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory)) if n.endswith(".tfrecord")}
+    return {
+        n: open(os.path.join(directory, n), "rb").read()
+        for n in sorted(os.listdir(directory))
+        if n.endswith(".tfrecord")
+    }
 
 
 def test_same_seed_byte_identical_with_one_and_two_workers():
@@ -313,7 +327,9 @@ def test_records_have_googles_layout(albert):
     assert (positions[~real] == 0).all() and (records["masked_lm_ids"][~real] == 0).all()
     boundary = records["token_boundary"]
     table = tokenizer.word_start_table()
-    assert (boundary[~padding] == table[albert["plain"]["input_ids"][~padding]]).all() and (boundary[padding] == 0).all()
+    assert (boundary[~padding] == table[albert["plain"]["input_ids"][~padding]]).all() and (
+        boundary[padding] == 0
+    ).all()
 
 
 def test_framing_is_tensorflows_tfrecord_writer(albert, monkeypatch):
@@ -358,8 +374,17 @@ def _write(name, content):
 
 def _cli_error(capsys, *arguments):
     out = scratch_dir("never")
-    status = cli.main(["create-pretraining-data", "--tokenizer", trained_tokenizer_dir("albert"),
-                       "--output_dir", out, "--quiet", *arguments])
+    status = cli.main(
+        [
+            "create-pretraining-data",
+            "--tokenizer",
+            trained_tokenizer_dir("albert"),
+            "--output_dir",
+            out,
+            "--quiet",
+            *arguments,
+        ]
+    )
     error = capsys.readouterr().err.strip()
     assert status == 2 and len(error.splitlines()) == 1, error
     assert not os.listdir(out), "nothing written, not even temporary files"
@@ -395,15 +420,35 @@ def test_output_dir_with_shards_of_another_run_is_refused():
 
 def test_command_writes_shards_and_prints_summary(capsys):
     out = scratch_dir("cli-ok")
-    status = cli.main([
-        "create-pretraining-data", "--input", novel_path(), "--tokenizer", trained_tokenizer_dir("albert"),
-        "--output_dir", out, "--max_seq_length", "64", "--max_predictions_per_seq", "10", "--dupe_factor", "1",
-        "--num_shards", "2", "--workers", "1", "--quiet",
-    ])
+    status = cli.main(
+        [
+            "create-pretraining-data",
+            "--input",
+            novel_path(),
+            "--tokenizer",
+            trained_tokenizer_dir("albert"),
+            "--output_dir",
+            out,
+            "--max_seq_length",
+            "64",
+            "--max_predictions_per_seq",
+            "10",
+            "--dupe_factor",
+            "1",
+            "--num_shards",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert f"{summary['instances']} instances" in printed
-    assert sorted(n for n in os.listdir(out)) == ["part-00000-of-00002.tfrecord", "part-00001-of-00002.tfrecord",
-                                                  "summary.json"]
+    assert sorted(n for n in os.listdir(out)) == [
+        "part-00000-of-00002.tfrecord",
+        "part-00001-of-00002.tfrecord",
+        "summary.json",
+    ]
     assert summary["settings"]["max_seq_length"] == 64 and summary["settings"]["masking"] == "ngram"

@@ -16,8 +16,15 @@ from keras_albert.data.tokenizers import load_tokenizer  # noqa: E402
 from keras_albert.errors import UserInputError  # noqa: E402
 
 SEQ, PREDICTIONS = 32, 5
-FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
-            "next_sentence_labels")
+FEATURES = (
+    "input_ids",
+    "input_mask",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+)
 
 
 def google_instance(index):
@@ -104,8 +111,9 @@ def test_reads_googles_records_exactly(google_files):
 
 def test_batch_times_accumulation_drops_remainder(google_files):
     paths, _ = google_files
-    dataset = pretraining_dataset(paths[:1], 2, SEQ, PREDICTIONS, gradient_accumulation_steps=2, shuffle=False,
-                                  repeat=False)
+    dataset = pretraining_dataset(
+        paths[:1], 2, SEQ, PREDICTIONS, gradient_accumulation_steps=2, shuffle=False, repeat=False
+    )
     shapes = [batch["input_ids"].shape[0] for batch in dataset]
     assert shapes == [4, 4]  # 10 records: two batches of 2 x 2, two dropped
     assert dataset.element_spec["input_ids"].shape == (4, SEQ)  # static, as XLA and the accumulation loop need
@@ -122,8 +130,9 @@ def test_input_pipelines_partition_the_records(google_files, files):
     seen = []
     for pipeline in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2)
-        rows = rows_of(pretraining_dataset(paths[:files], 1, SEQ, PREDICTIONS, input_context=context, shuffle=False,
-                                           repeat=False))
+        rows = rows_of(
+            pretraining_dataset(paths[:files], 1, SEQ, PREDICTIONS, input_context=context, shuffle=False, repeat=False)
+        )
         seen.append(_ids(rows))
         assert len(rows["input_ids"]) == len(everything) // 2
     assert seen[0] | seen[1] == everything and not seen[0] & seen[1]
@@ -155,8 +164,9 @@ def test_bad_settings_name_the_problem(google_files):
     with pytest.raises(UserInputError, match="max_predictions_per_seq"):
         pretraining_dataset(paths[0], 2, SEQ, 20)
     with pytest.raises(UserInputError, match="already masked"):
-        pretraining_dataset(paths[0], 2, SEQ, PREDICTIONS, dynamic_masking=True, mask_id=4, vocab_size=1000,
-                            special_ids=[0, 1, 2, 3, 4])
+        pretraining_dataset(
+            paths[0], 2, SEQ, PREDICTIONS, dynamic_masking=True, mask_id=4, vocab_size=1000, special_ids=[0, 1, 2, 3, 4]
+        )
     with pytest.raises(UserInputError, match="batch_size"):
         pretraining_dataset(paths[0], 0, SEQ, PREDICTIONS)
     not_records = os.path.join(scratch_dir("text"), "a.tfrecord")
@@ -179,16 +189,35 @@ def test_package_attribute_is_callable(google_files):
 @pytest.fixture(scope="module")
 def unmasked():
     out = scratch_dir("unmasked")
-    cpd.create_pretraining_data(novel_path(), trained_tokenizer_dir("albert"), out, max_seq_length=128,
-                                max_predictions_per_seq=20, dupe_factor=1, workers=1, num_shards=2, no_masking=True,
-                                progress=False)
+    cpd.create_pretraining_data(
+        novel_path(),
+        trained_tokenizer_dir("albert"),
+        out,
+        max_seq_length=128,
+        max_predictions_per_seq=20,
+        dupe_factor=1,
+        workers=1,
+        num_shards=2,
+        no_masking=True,
+        progress=False,
+    )
     plain = rows_of(pretraining_dataset(out, 256, 128, 20, shuffle=False, repeat=False))
     return out, plain, load_tokenizer(trained_tokenizer_dir("albert"))
 
 
 def _masked_epoch(directory, tokenizer, masking, seed=5, epochs=1):
-    dataset = pretraining_dataset(directory, 256, 128, 20, shuffle=False, repeat=False, seed=seed,
-                                  dynamic_masking=True, tokenizer=tokenizer, masking=masking)
+    dataset = pretraining_dataset(
+        directory,
+        256,
+        128,
+        20,
+        shuffle=False,
+        repeat=False,
+        seed=seed,
+        dynamic_masking=True,
+        tokenizer=tokenizer,
+        masking=masking,
+    )
     return [rows_of(dataset) for _ in range(epochs)]
 
 
@@ -235,7 +264,16 @@ def test_batches_train_a_pretraining_model(unmasked):
     directory, _, tokenizer = unmasked
     model = pretraining_model.PretrainingModel.from_preset("albert_tiny", vocabulary_size=tokenizer.vocab_size)
     model.compile(optimizer="adam", gradient_accumulation_steps=2)
-    dataset = pretraining_dataset(directory, 4, 128, 20, gradient_accumulation_steps=2, seed=1,
-                                  dynamic_masking=True, tokenizer=tokenizer, masking="ngram")
+    dataset = pretraining_dataset(
+        directory,
+        4,
+        128,
+        20,
+        gradient_accumulation_steps=2,
+        seed=1,
+        dynamic_masking=True,
+        tokenizer=tokenizer,
+        masking="ngram",
+    )
     history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()

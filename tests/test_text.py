@@ -21,8 +21,12 @@ def _write(directory, name, content):
 def test_embedded_corpus_is_the_six_novels():
     paths = text.corpus_files()
     assert [os.path.basename(p) for p in paths] == [
-        "emma.txt.gz", "mansfieldpark.txt.gz", "northangerabbey.txt.gz", "persuasion.txt.gz",
-        "prideprejudice.txt.gz", "sensesensibility.txt.gz",
+        "emma.txt.gz",
+        "mansfieldpark.txt.gz",
+        "northangerabbey.txt.gz",
+        "persuasion.txt.gz",
+        "prideprejudice.txt.gz",
+        "sensesensibility.txt.gz",
     ]
     emma = text.read_text(paths[0])
     assert emma.startswith("EMMA") and "Emma Woodhouse, handsome, clever, and rich" in emma
@@ -73,8 +77,8 @@ def test_documents_on_blank_lines_and_sentences():
         "\n\nEMMA\n\n\n\nCHAPTER I\n\n"
         "Emma Woodhouse, handsome, clever, and rich, with a comfortable home\n"
         "and happy disposition. Mr. Knightley, a sensible man about seven or\n"
-        "eight-and-thirty, was a visitor! \"Poor Miss Taylor!--I wish she were here\n"
-        "again.\" Said J. Smith of St. Ives...   \n"
+        'eight-and-thirty, was a visitor! "Poor Miss Taylor!--I wish she were here\n'
+        'again." Said J. Smith of St. Ives...   \n'
         "  \t\n"
         "Next paragraph? Yes.\n\n\n\nA new chapter.\r\n"
     )

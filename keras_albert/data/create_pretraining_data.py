@@ -46,7 +46,8 @@ SHARD_PATTERN = re.compile(r"part-\d{5}-of-(\d{5})\.tfrecord$")
 SUMMARY_FILE = "summary.json"
 # Work units. Fixed sizes (not derived from the number of workers) keep the output independent of `--workers`.
 TOKENIZE_PIECE_CHARS = 250_000
-INSTANCE_CHUNK_TOKENS = 100_000
+INSTANCE_CHUNK_TOKENS = 50_000
+GROUP_ROWS = 256
 SHUFFLE_BUFFER = 20_000
 
 
@@ -172,15 +173,27 @@ def _validate(**settings):
         ("model_type", settings["model_type"] in tokenizers.MODEL_TYPES, "albert or bert"),
         ("masking", settings["masking"] in MASKING_MODES, "one of " + ", ".join(MASKING_MODES)),
         ("max_seq_length", _is_int(settings["max_seq_length"]) and settings["max_seq_length"] >= 5, "an integer >= 5"),
-        ("max_predictions_per_seq", _is_int(settings["max_predictions_per_seq"]) and settings["max_predictions_per_seq"] >= 1, "an integer >= 1"),
+        (
+            "max_predictions_per_seq",
+            _is_int(settings["max_predictions_per_seq"]) and settings["max_predictions_per_seq"] >= 1,
+            "an integer >= 1",
+        ),
         ("masked_lm_prob", 0 < settings["masked_lm_prob"] < 1, "between 0 and 1"),
         ("max_ngram", _is_int(settings["max_ngram"]) and settings["max_ngram"] >= 1, "an integer >= 1"),
         ("dupe_factor", _is_int(settings["dupe_factor"]) and settings["dupe_factor"] >= 1, "an integer >= 1"),
         ("short_seq_prob", 0 <= settings["short_seq_prob"] <= 1, "between 0 and 1"),
-        ("num_shards", _is_int(settings["num_shards"]) and 1 <= settings["num_shards"] <= 99999, "an integer from 1 to 99999"),
+        (
+            "num_shards",
+            _is_int(settings["num_shards"]) and 1 <= settings["num_shards"] <= 99999,
+            "an integer from 1 to 99999",
+        ),
         ("workers", _is_int(settings["workers"]) and settings["workers"] >= 1, "an integer >= 1"),
         ("seed", _is_int(settings["seed"]), "an integer"),
-        ("document_break_lines", _is_int(settings["document_break_lines"]) and settings["document_break_lines"] >= 1, "an integer >= 1"),
+        (
+            "document_break_lines",
+            _is_int(settings["document_break_lines"]) and settings["document_break_lines"] >= 1,
+            "an integer >= 1",
+        ),
     ]
     for flag, ok, expected in checks:
         if not ok:
@@ -418,17 +431,27 @@ def _run_task(task):
     pairs = _PairMaker(corpus, tables, settings, rng)
     for document in documents:
         pairs.document(int(document))
-    batch = _Batch(corpus, tables, settings, pairs)
-    stats = batch.stats
-    if not batch.size:
-        return [], stats
-    if not settings["no_masking"]:
-        batch.mask(generator)
-    records = batch.serialize()
+    # Rows of similar length together, so that matrices are only as wide as their longest row.
+    lengths = np.asarray(pairs.a_end) - np.asarray(pairs.a_start) + np.asarray(pairs.b_end) - np.asarray(pairs.b_start)
+    order = np.argsort(lengths, kind="stable")
+    records, stats = [], None
+    for group in np.array_split(order, max(1, -(-len(order) // GROUP_ROWS))):
+        batch = _Batch(corpus, tables, settings, pairs, group)
+        if batch.size and not settings["no_masking"]:
+            batch.mask(generator)
+        records.extend(batch.serialize())
+        stats = batch.stats if stats is None else _add_stats(stats, batch.stats)
     rng.shuffle(records)
     if _crc32c() is not None:
         records = [_frame(record) for record in records]
     return records, stats
+
+
+def _add_stats(total, more):
+    return {
+        key: [x + y for x, y in zip(value, more[key])] if isinstance(value, list) else value + more[key]
+        for key, value in total.items()
+    }
 
 
 class _PairMaker:
@@ -537,15 +560,16 @@ class _PairMaker:
 class _Batch:
     """A task's instances as padded matrices: built, masked and serialized with whole-array NumPy operations."""
 
-    def __init__(self, corpus, tables, settings, pairs):
+    def __init__(self, corpus, tables, settings, pairs, rows):
         self.tables, self.settings = tables, settings
-        seq = settings["max_seq_length"]
-        a0, a1 = np.asarray(pairs.a_start, np.int64), np.asarray(pairs.a_end, np.int64)
-        b0, b1 = np.asarray(pairs.b_start, np.int64), np.asarray(pairs.b_end, np.int64)
-        self.labels = np.asarray(pairs.labels, np.int64)
+        a0, a1 = np.asarray(pairs.a_start, np.int64)[rows], np.asarray(pairs.a_end, np.int64)[rows]
+        b0, b1 = np.asarray(pairs.b_start, np.int64)[rows], np.asarray(pairs.b_end, np.int64)[rows]
+        self.labels = np.asarray(pairs.labels, np.int64)[rows]
         self.size = size = len(self.labels)
         length_a, length_b = a1 - a0, b1 - b0
         self.lengths = lengths = length_a + length_b + 3
+        # Matrices as wide as the longest row; serialize() pads to max_seq_length.
+        seq = int(lengths.max()) if size else 1
         # [CLS] A [SEP] B [SEP], padded: column c of row r reads corpus token source[r, c] or a special.
         columns = np.arange(seq)[None, :]
         la, lb = length_a[:, None], length_b[:, None]
@@ -569,7 +593,7 @@ class _Batch:
         self.stats = {
             "instances": size,
             "tokens": int(lengths.sum()),
-            "padding": int(size * seq - lengths.sum()),
+            "padding": int(size * settings["max_seq_length"] - lengths.sum()),
             "masked": 0,
             "replaced_mask": 0,
             "replaced_random": 0,
@@ -589,7 +613,7 @@ class _Batch:
         kept.
         """
         settings, tables = self.settings, self.tables
-        size, seq = self.tokens.shape
+        size = self.size
         max_ngram = settings["max_ngram"]
         candidates = self.valid & ~self.special
         if settings["masking"] == "token":
@@ -668,20 +692,27 @@ class _Batch:
         replacements = tables.replacement_ids
         replaced[to_random] = replacements[generator.integers(0, len(replacements), int(to_random.sum()))]
         self.tokens[row_of, column_of] = replaced
-        self.stats["masked"] = int(len(row_of))
+        self.stats["masked"] = len(row_of)
         self.stats["replaced_mask"] = int(to_mask.sum())
         self.stats["replaced_random"] = int(to_random.sum())
         self.stats["kept"] = int(len(row_of) - to_mask.sum() - to_random.sum())
 
     def serialize(self):
         """Every row as a serialized tf.train.Example with Google's feature names, dtypes and shapes."""
-        size, seq = self.tokens.shape
-        predictions = self.positions.shape[1]
-        columns = [_varint_entries("input_ids", self.tokens)]
-        columns.append(_fixed_entries("input_mask", _INT64, self.valid.astype(np.uint8)))
-        columns.append(_fixed_entries("segment_ids", _INT64, self.segments.astype(np.uint8)))
+        if not self.size:
+            return []
+        seq = self.settings["max_seq_length"]
+
+        def padded(matrix):
+            out = np.zeros((self.size, seq), np.uint8)
+            out[:, : matrix.shape[1]] = matrix
+            return out
+
+        columns = [_varint_entries("input_ids", self.tokens, self.lengths, seq)]
+        columns.append(_fixed_entries("input_mask", _INT64, padded(self.valid)))
+        columns.append(_fixed_entries("segment_ids", _INT64, padded(self.segments)))
         if self.settings["model_type"] == "albert":
-            columns.append(_fixed_entries("token_boundary", _INT64, self.boundary.astype(np.uint8)))
+            columns.append(_fixed_entries("token_boundary", _INT64, padded(self.boundary)))
         columns.append(_varint_entries("masked_lm_positions", self.positions))
         columns.append(_varint_entries("masked_lm_ids", self.masked_ids))
         columns.append(_fixed_entries("masked_lm_weights", _FLOAT, self.weights.astype("<f4").view(np.uint8)))
@@ -712,7 +743,7 @@ def _varint(value):
             return bytes(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entry_prefix(name, kind, payload_length):
     """The bytes of a Features map entry up to its packed payload of `payload_length` bytes."""
     key = name.encode()
@@ -720,9 +751,16 @@ def _entry_prefix(name, kind, payload_length):
     feature = kind + _varint(len(value_list) + payload_length) + value_list
     entry_length = 1 + len(_varint(len(key))) + len(key) + 1 + len(_varint(len(feature) + payload_length))
     entry_length += len(feature) + payload_length
-    return b"\x0a" + _varint(entry_length) + b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(
-        len(feature) + payload_length
-    ) + feature
+    return (
+        b"\x0a"
+        + _varint(entry_length)
+        + b"\x0a"
+        + _varint(len(key))
+        + key
+        + b"\x12"
+        + _varint(len(feature) + payload_length)
+        + feature
+    )
 
 
 def _fixed_entries(name, kind, matrix):
@@ -734,16 +772,24 @@ def _fixed_entries(name, kind, matrix):
     return [prefix + data[start : start + width] for start in range(0, len(data), width)]
 
 
-def _varint_entries(name, matrix):
-    """Map entries for rows of a non-negative integer matrix, packed as protobuf varints for all rows at once."""
-    rows, width = matrix.shape
+def _varint_entries(name, matrix, lengths=None, width=None):
+    """Map entries for rows of a non-negative integer matrix, packed as protobuf varints for all rows at once.
+
+    With `lengths`, row r holds `lengths[r]` values followed by zeros up to `width` (padding, one byte each).
+    """
+    rows = matrix.shape[0]
     if not rows:
         return []
+    if lengths is None:
+        lengths = np.full(rows, matrix.shape[1])
+        width = matrix.shape[1]
     largest = int(matrix.max())
-    if largest < 0x80:
+    if largest < 0x80 and width == matrix.shape[1]:
         return _fixed_entries(name, _INT64, matrix.astype(np.uint8))
-    values = np.ascontiguousarray(matrix, np.uint64).ravel()
-    widest = (largest.bit_length() + 6) // 7
+    zeros = bytes(width)
+    pads = (width - lengths).tolist()
+    values = matrix[np.arange(matrix.shape[1])[None, :] < lengths[:, None]].astype(np.uint64)
+    widest = max(1, (largest.bit_length() + 6) // 7)
     sizes = np.ones(values.shape, np.int64)
     for k in range(1, widest):
         sizes += values >= np.uint64(1 << (7 * k))
@@ -756,9 +802,10 @@ def _varint_entries(name, matrix):
         more = (sizes[has] > k + 1).astype(np.uint64) << np.uint64(7)
         data[first_byte[has] + k] = (group | more).astype(np.uint8)
     data = data.tobytes()
-    row_ends = ends[width - 1 :: width].tolist()
+    row_ends = ends[np.cumsum(lengths) - 1].tolist()
     return [
-        _entry_prefix(name, _INT64, end - start) + data[start:end] for start, end in zip([0] + row_ends[:-1], row_ends)
+        _entry_prefix(name, _INT64, end - start + pad) + data[start:end] + zeros[:pad]
+        for start, end, pad in zip([0] + row_ends[:-1], row_ends, pads)
     ]
 
 
@@ -876,8 +923,16 @@ class _TensorFlowWriter:
 
 class _Totals:
     def __init__(self, max_ngram):
-        self.counts = {"instances": 0, "tokens": 0, "padding": 0, "masked": 0, "replaced_mask": 0,
-                       "replaced_random": 0, "kept": 0, "label_1": 0}
+        self.counts = {
+            "instances": 0,
+            "tokens": 0,
+            "padding": 0,
+            "masked": 0,
+            "replaced_mask": 0,
+            "replaced_random": 0,
+            "kept": 0,
+            "label_1": 0,
+        }
         self.ngrams = [0] * max_ngram
         self.ngram_draws = [0] * max_ngram
 
@@ -911,7 +966,9 @@ class _Totals:
             # Masked n-grams by length in words (tokens for --masking token) after shortening to fit the budget,
             # and the lengths drawn (p proportional to 1/n) before it.
             "ngram_counts": {str(n + 1): count for n, count in enumerate(self.ngrams)} if c["masked"] else {},
-            "ngram_drawn_counts": {str(n + 1): count for n, count in enumerate(self.ngram_draws)} if c["masked"] else {},
+            "ngram_drawn_counts": {str(n + 1): count for n, count in enumerate(self.ngram_draws)}
+            if c["masked"]
+            else {},
             "seconds": round(seconds, 3),
             "corpus_tokens_per_second": round(corpus.num_tokens / max(seconds, 1e-9), 1),
             "settings": settings,
@@ -923,32 +980,54 @@ class _Totals:
 
 
 def add_arguments(parser):
-    parser.add_argument("--input", nargs="*", default=None,
-                        help="Text files, directories or globs (plain or gzip; comma-separated allowed); documents are "
-                        "separated by blank lines. Default: the embedded Jane Austen corpus.")
-    parser.add_argument("--tokenizer", required=True,
-                        help="Tokenizer directory from train-tokenizer, or a bare spiece.model / vocab.txt.")
+    parser.add_argument(
+        "--input",
+        nargs="*",
+        default=None,
+        help="Text files, directories or globs (plain or gzip; comma-separated allowed); documents are "
+        "separated by blank lines. Default: the embedded Jane Austen corpus.",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        required=True,
+        help="Tokenizer directory from train-tokenizer, or a bare spiece.model / vocab.txt.",
+    )
     parser.add_argument("--output_dir", required=True, help="Directory for the TFRecord shards and summary.json.")
-    parser.add_argument("--model_type", choices=tokenizers.MODEL_TYPES, default=None,
-                        help="albert: sentence-order labels; bert: next-sentence labels. Default: the tokenizer's.")
+    parser.add_argument(
+        "--model_type",
+        choices=tokenizers.MODEL_TYPES,
+        default=None,
+        help="albert: sentence-order labels; bert: next-sentence labels. Default: the tokenizer's.",
+    )
     parser.add_argument("--max_seq_length", type=int, default=512)
     parser.add_argument("--max_predictions_per_seq", type=int, default=20)
     parser.add_argument("--masked_lm_prob", type=float, default=0.15)
-    parser.add_argument("--masking", default=None,
-                        help="token, whole_word or ngram (ALBERT's n-grams of whole words). Default: ngram for albert, "
-                        "token for bert.")
+    parser.add_argument(
+        "--masking",
+        default=None,
+        help="token, whole_word or ngram (ALBERT's n-grams of whole words). Default: ngram for albert, token for bert.",
+    )
     parser.add_argument("--max_ngram", type=int, default=3, help="Longest n-gram for --masking ngram.")
-    parser.add_argument("--dupe_factor", type=int, default=10,
-                        help="Copies of the corpus with different pairs and masks.")
+    parser.add_argument(
+        "--dupe_factor", type=int, default=10, help="Copies of the corpus with different pairs and masks."
+    )
     parser.add_argument("--short_seq_prob", type=float, default=0.1)
     parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=None, help="Processes (default: all cores); the output does "
-                        "not depend on it.")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Processes (default: all cores); the output does not depend on it."
+    )
     parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--no_masking", action="store_true",
-                        help="Write unmasked records for pretraining_dataset(..., dynamic_masking=True).")
-    parser.add_argument("--document_break_lines", type=int, default=1,
-                        help="Blank lines that end a document (2 makes each chapter of the embedded corpus a document).")
+    parser.add_argument(
+        "--no_masking",
+        action="store_true",
+        help="Write unmasked records for pretraining_dataset(..., dynamic_masking=True).",
+    )
+    parser.add_argument(
+        "--document_break_lines",
+        type=int,
+        default=1,
+        help="Blank lines that end a document (2 makes each chapter of the embedded corpus a document).",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
 
 

@@ -111,7 +111,14 @@ def pretraining_dataset(
     masker = None
     if dynamic_masking:
         masker = _DynamicMasker.build(
-            tokenizer, mask_id, vocab_size, special_ids, word_start_table, masking, masked_lm_prob, max_ngram,
+            tokenizer,
+            mask_id,
+            vocab_size,
+            special_ids,
+            word_start_table,
+            masking,
+            masked_lm_prob,
+            max_ngram,
             max_predictions_per_seq,
         )
     _check_first_record(files[0], max_seq_length, max_predictions_per_seq, dynamic_masking)
@@ -141,7 +148,9 @@ def pretraining_dataset(
 
     def parse(serialized):
         features = tf.io.parse_example(serialized, spec)
-        return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64 else value for name, value in features.items()}
+        return {
+            name: tf.cast(value, tf.int32) if value.dtype == tf.int64 else value for name, value in features.items()
+        }
 
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if masker is not None:
@@ -180,9 +189,11 @@ def _check_first_record(path, max_seq_length, max_predictions_per_seq, dynamic_m
         raise UserInputError(f"{path}: not a TFRecord file ({error.message.splitlines()[0]})") from None
     if first is None:
         return  # an empty shard (fewer instances than shards); the others are read
+    from google.protobuf.message import DecodeError
+
     try:
         example = tf.train.Example.FromString(first.numpy())
-    except Exception:
+    except DecodeError:
         raise UserInputError(f"{path}: records are not tf.train.Example protos") from None
     expected = {name: max_seq_length for name in FEATURES[:3]}
     expected.update({name: max_predictions_per_seq for name in FEATURES[3:6]})
@@ -222,8 +233,18 @@ class _DynamicMasker:
         self.thresholds = tf.constant((np.cumsum(weights) / weights.sum())[:-1], tf.float32)
 
     @classmethod
-    def build(cls, tokenizer, mask_id, vocab_size, special_ids, word_start_table, masking, masked_lm_prob,
-              max_ngram, predictions):
+    def build(
+        cls,
+        tokenizer,
+        mask_id,
+        vocab_size,
+        special_ids,
+        word_start_table,
+        masking,
+        masked_lm_prob,
+        max_ngram,
+        predictions,
+    ):
         if masking not in MASKING_MODES:
             raise UserInputError(f"masking: expected one of {', '.join(MASKING_MODES)}, got {masking!r}")
         if not 0 < masked_lm_prob < 1:
@@ -280,7 +301,8 @@ class _DynamicMasker:
         first = tf.tile(tf.reduce_sum(count_candidates, axis=1, keepdims=True), [1, width])
         where = tf.where(unit_start)
         first = tf.tensor_scatter_nd_update(
-            first, tf.stack([where[:, 0], tf.cast(tf.gather_nd(unit_of_token, where), tf.int64)], axis=1),
+            first,
+            tf.stack([where[:, 0], tf.cast(tf.gather_nd(unit_of_token, where), tf.int64)], axis=1),
             tf.gather_nd(rank, where),
         )
         live = tf.range(seq)[None, :] < units[:, None]

@@ -50,7 +50,11 @@ class Tokenizer:
         if ids["unk"] is None:
             raise UserInputError(f"tokenizer vocabulary has no unknown token {self.specials['unk']!r}")
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-            ids["pad"], ids["unk"], ids["cls"], ids["sep"], ids["mask"]
+            ids["pad"],
+            ids["unk"],
+            ids["cls"],
+            ids["sep"],
+            ids["mask"],
         )
         self._word_start = None
 
@@ -106,7 +110,9 @@ class Tokenizer:
         raise NotImplementedError
 
     def _write_configs(self, directory, tokenizer_config):
-        special_map = {f"{role}_token": token for role, token in self.specials.items() if self._lookup(token) is not None}
+        special_map = {
+            f"{role}_token": token for role, token in self.specials.items() if self._lookup(token) is not None
+        }
         ours = {"model_type": self.model_type, "lowercase": self.lowercase}
         for name, content in (
             ("tokenizer_config.json", {**tokenizer_config, **special_map, "model_max_length": 512}),
@@ -360,7 +366,9 @@ def load_tokenizer(path):
         if os.path.isfile(os.path.join(path, SPIECE_FILE)):
             return SentencePieceTokenizer(os.path.join(path, SPIECE_FILE), lowercase=lowercase)
         if os.path.isfile(os.path.join(path, VOCAB_FILE)):
-            return WordPieceTokenizer(os.path.join(path, VOCAB_FILE), lowercase=True if lowercase is None else lowercase)
+            return WordPieceTokenizer(
+                os.path.join(path, VOCAB_FILE), lowercase=True if lowercase is None else lowercase
+            )
         raise UserInputError(f"{path}: directory holds neither {SPIECE_FILE} nor {VOCAB_FILE}")
     if not os.path.isfile(path):
         raise UserInputError(f"{path}: no such tokenizer file or directory")
@@ -421,11 +429,11 @@ def train_tokenizer(
     paths = text.resolve_inputs(inputs)
     for path in paths:
         text.read_text(path)  # fail early, naming the file, on a missing, empty or binary input
-    sentences = lambda: text.iter_sentences(paths, document_break_lines)  # noqa: E731
+    sentences = text.iter_sentences(paths, document_break_lines)
     if model_type == "albert":
-        tokenizer = _train_sentencepiece(sentences(), vocab_size, character_coverage, input_sentence_size, seed, verbose)
+        tokenizer = _train_sentencepiece(sentences, vocab_size, character_coverage, input_sentence_size, seed, verbose)
     else:
-        tokenizer = _train_wordpiece(sentences(), vocab_size, verbose)
+        tokenizer = _train_wordpiece(sentences, vocab_size, verbose)
     tokenizer.save(output_dir)
     return tokenizer
 
@@ -548,8 +556,12 @@ def add_arguments(parser):
         "Austen corpus. A single existing spiece.model (albert) or vocab.txt (bert) is imported instead of training.",
     )
     parser.add_argument("--output", required=True, help="Directory to write the tokenizer to.")
-    parser.add_argument("--model_type", choices=MODEL_TYPES, default="albert", help="albert: SentencePiece; bert: WordPiece.")
-    parser.add_argument("--vocab_size", type=int, default=30000, help="Vocabulary size (ALBERT and BERT use 30000/30522).")
+    parser.add_argument(
+        "--model_type", choices=MODEL_TYPES, default="albert", help="albert: SentencePiece; bert: WordPiece."
+    )
+    parser.add_argument(
+        "--vocab_size", type=int, default=30000, help="Vocabulary size (ALBERT and BERT use 30000/30522)."
+    )
     parser.add_argument("--character_coverage", type=float, default=0.9995, help="SentencePiece character coverage.")
     parser.add_argument(
         "--input_sentence_size", type=int, default=2_000_000, help="SentencePiece samples at most this many sentences."

@@ -1,0 +1,241 @@
+"""Pretraining-data throughput on the embedded corpus (issue 4, acceptance 4 and 5).
+
+    python benchmarks/bench_pretraining_data.py                      # everything, a few minutes on 2 CPU cores
+    python benchmarks/bench_pretraining_data.py --skip_model         # data figures only
+    python benchmarks/bench_pretraining_data.py --json figures.json  # also write the figures
+
+Prints, in one run on one machine:
+1. the raw tokenizer: SentencePiece (an ALBERT tokenizer trained here on the corpus) encoding every sentence of the
+   six novels in one process, tokens/s (best of `--repeats`); also with reading and sentence splitting included;
+2. create-pretraining-data on the whole embedded corpus (dupe_factor 1, ALBERT n-gram masking, 20 predictions) for
+   each `--seq_lengths` and `--workers`: corpus tokens/s from start to the renamed shards (best of `--repeats`),
+   its share of the raw tokenizer's speed, and the speed-up over one worker;
+3. the reader feeding `albert_base` shapes (`--reader_seq`, 20 predictions, batch `--batch_size`): examples/s with
+   the records' masks and with dynamic n-gram masking, against one `albert_base` training step
+   (`PretrainingModel.from_preset("albert_base")`, LAMB, gradient_accumulation_steps=1, `train_on_batch`) on the
+   same batch size: the reader must deliver at least 10x what the step consumes.
+
+The create-pretraining-data runs go first, before TensorFlow is imported, so their workers are forked as in a
+fresh `keras-albert` process; timings on a shared machine vary from run to run, hence best-of-N.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def best_of(repeats, function, cpu=False):
+    """Best wall time of `repeats` calls (and, with cpu=True, the CPU seconds of this process and its finished
+    children during that call)."""
+    best = None
+    result = None
+    for _ in range(repeats):
+        before = os.times()
+        start = time.perf_counter()
+        result = function()
+        wall = time.perf_counter() - start
+        after = os.times()
+        used = sum(after[i] - before[i] for i in range(4))  # user, system, children's user, children's system
+        if best is None or wall < best[0]:
+            best = (wall, used)
+    return (best if cpu else best[0]), result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--seq_lengths", default="128,512")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reader_seq", type=int, default=512)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--reader_batches", type=int, default=100)
+    parser.add_argument("--model_steps", type=int, default=3)
+    parser.add_argument("--skip_model", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    from keras_albert.data import create_pretraining_data as cpd
+    from keras_albert.data import text, tokenizers
+
+    figures = {"cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg()}
+    work = tempfile.mkdtemp(prefix="bench-pretraining-data-")
+    try:
+        tokenizer_dir = os.path.join(work, "tokenizer")
+        seconds, tokenizer = best_of(
+            1, lambda: tokenizers.train_tokenizer(None, tokenizer_dir, "albert", args.vocab_size)
+        )
+        print(
+            f"trained ALBERT SentencePiece, vocabulary {tokenizer.vocab_size}, on the embedded corpus in "
+            f"{seconds:.1f} s"
+        )
+
+        # 1. The raw tokenizer.
+        paths = text.corpus_files()
+        sentences = [s for path in paths for document in text.read_documents(path) for s in document]
+        seconds, ids = best_of(args.repeats, lambda: tokenizer.encode_batch(sentences))
+        corpus_tokens = sum(map(len, ids))
+        raw = corpus_tokens / seconds
+
+        def read_and_tokenize():
+            found = [s for path in paths for document in text.read_documents(path) for s in document]
+            return tokenizer.encode_batch(found)
+
+        seconds_with_text, _ = best_of(args.repeats, read_and_tokenize)
+        figures["raw_tokenizer_tokens_per_s"] = raw
+        figures["read_split_tokenize_tokens_per_s"] = corpus_tokens / seconds_with_text
+        print(f"\n1. raw tokenizer: {len(sentences)} sentences, {corpus_tokens} tokens")
+        print(f"   SentencePiece encode (one process):           {raw:12,.0f} tokens/s")
+        print(f"   read + split sentences + encode:              {corpus_tokens / seconds_with_text:12,.0f} tokens/s")
+
+        # 2. create-pretraining-data.
+        print("\n2. create-pretraining-data, whole embedded corpus, dupe_factor 1, n-gram masking, 20 predictions")
+        print(
+            "   seq  workers  seconds  CPU s   corpus tokens/s  share of raw  speed-up  CPU efficiency  instances"
+            "  padding"
+        )
+        figures["pipeline"] = []
+        for seq in [int(s) for s in args.seq_lengths.split(",")]:
+            baseline = baseline_cpu = None
+            for workers in [int(w) for w in args.workers.split(",")]:
+                out = os.path.join(work, f"data-{seq}-{workers}")
+
+                def create(out=out, seq=seq, workers=workers):
+                    shutil.rmtree(out, ignore_errors=True)
+                    return cpd.create_pretraining_data(
+                        None,
+                        tokenizer_dir,
+                        out,
+                        max_seq_length=seq,
+                        max_predictions_per_seq=20,
+                        dupe_factor=1,
+                        workers=workers,
+                        num_shards=4,
+                        progress=False,
+                    )
+
+                (seconds, cpu_seconds), summary = best_of(args.repeats, create, cpu=True)
+                speed = summary["corpus_tokens"] / seconds
+                baseline = baseline or speed
+                baseline_cpu = baseline_cpu or cpu_seconds
+                # CPU efficiency: the CPU time one worker needs over the CPU time all workers spend. With a free
+                # core per worker the wall-time speed-up is workers x efficiency; on a busy machine it is less.
+                row = {
+                    "max_seq_length": seq,
+                    "workers": workers,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "corpus_tokens_per_s": speed,
+                    "share_of_raw_tokenizer": speed / raw,
+                    "speed_up": speed / baseline,
+                    "cpu_efficiency": baseline_cpu / cpu_seconds,
+                    "instances": summary["instances"],
+                    "padding_share": summary["padding_share"],
+                }
+                figures["pipeline"].append(row)
+                print(
+                    f"   {seq:3d}  {workers:7d}  {seconds:7.2f}  {cpu_seconds:5.2f}  {speed:16,.0f}  "
+                    f"{speed / raw:11.0%}  {speed / baseline:7.2f}x  {baseline_cpu / cpu_seconds:13.0%}  "
+                    f"{summary['instances']:9d}  {summary['padding_share']:6.1%}"
+                )
+
+        # 3. The reader against one albert_base step.
+        import numpy as np
+
+        from keras_albert.data.pretraining_dataset import pretraining_dataset
+
+        seq, batch = args.reader_seq, args.batch_size
+        masked_dir = os.path.join(work, f"reader-{seq}")
+        plain_dir = os.path.join(work, f"reader-{seq}-plain")
+        for directory, no_masking in ((masked_dir, False), (plain_dir, True)):
+            cpd.create_pretraining_data(
+                None,
+                tokenizer_dir,
+                directory,
+                max_seq_length=seq,
+                max_predictions_per_seq=20,
+                dupe_factor=1,
+                num_shards=8,
+                no_masking=no_masking,
+                progress=False,
+            )
+        print(f"\n3. reader, max_seq_length {seq}, 20 predictions, batch {batch} (8 shards, shuffled, repeated)")
+
+        def reader_rate(dataset):
+            iterator = iter(dataset)
+            for _ in range(5):
+                next(iterator)
+            start = time.perf_counter()
+            for _ in range(args.reader_batches):
+                next(iterator)
+            return args.reader_batches * batch / (time.perf_counter() - start)
+
+        static = reader_rate(pretraining_dataset(masked_dir, batch, seq, 20, seed=0))
+        dynamic = reader_rate(
+            pretraining_dataset(
+                plain_dir, batch, seq, 20, seed=0, dynamic_masking=True, tokenizer=tokenizer, masking="ngram"
+            )
+        )
+        figures["reader_examples_per_s"] = static
+        figures["reader_dynamic_ngram_examples_per_s"] = dynamic
+        print(f"   records' masks:          {static:10,.0f} examples/s")
+        print(f"   dynamic n-gram masking:  {dynamic:10,.0f} examples/s")
+
+        if args.skip_model:
+            print("   (albert_base step skipped: --skip_model)")
+        else:
+            try:
+                import keras
+
+                from keras_albert import PretrainingModel
+                from keras_albert.optimizers import LAMB
+            except ImportError as error:
+                print(f"   albert_base step skipped: keras_albert.PretrainingModel is not usable ({error})")
+            else:
+                keras.utils.set_random_seed(0)
+                model = PretrainingModel.from_preset("albert_base", max_sequence_length=max(seq, 512))
+                model.compile(optimizer=LAMB(1e-4, weight_decay=0.01), gradient_accumulation_steps=1)
+                data = next(iter(pretraining_dataset(masked_dir, batch, seq, 20, seed=0)))
+                data = {name: value.numpy() for name, value in data.items()}
+                model.train_on_batch(data, return_dict=True)  # trace and build
+                times = []
+                for _ in range(args.model_steps):
+                    start = time.perf_counter()
+                    logs = model.train_on_batch(data, return_dict=True)
+                    times.append(time.perf_counter() - start)
+                step = float(np.median(times))
+                consumed = batch / step
+                figures["albert_base_step_seconds"] = step
+                figures["albert_base_examples_per_s"] = consumed
+                figures["reader_over_step"] = static / consumed
+                figures["reader_dynamic_over_step"] = dynamic / consumed
+                print(
+                    f"   albert_base train step (batch {batch}): {step:.2f} s = {consumed:,.1f} examples/s "
+                    f"(loss {float(logs['loss']):.2f})"
+                )
+                print(
+                    f"   reader / step: {static / consumed:,.0f}x with the records' masks, "
+                    f"{dynamic / consumed:,.0f}x with dynamic masking (goal >= 10x)"
+                )
+        figures["load_average_at_end"] = os.getloadavg()
+        print(
+            f"\nload average at start {figures['load_average_at_start'][0]:.1f}, at end "
+            f"{figures['load_average_at_end'][0]:.1f}, on {figures['cpu_cores']} cores"
+        )
+        if args.json:
+            with open(args.json, "w") as file:
+                json.dump(figures, file, indent=2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
