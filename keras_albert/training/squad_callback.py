@@ -261,5 +261,18 @@ class PeriodicSquad(keras.callbacks.Callback):
         with self._writer.as_default():
             for key in SUMMARY_KEYS:
                 if key in scores:
-                    tf.summary.scalar(f"squad/{key}", scores[key], step=step)
+                    tf.summary.write(
+                        f"squad/{key}", tf.constant(scores[key], tf.float32), step=step, metadata=_scalar_metadata()
+                    )
         self._writer.flush()
+
+
+def _scalar_metadata():
+    # What `tf.summary.scalar` attaches, from TensorFlow's own protos: `tf.summary.scalar` needs the tensorboard
+    # package, which TensorFlow 2.21 does not install; writing the event file does not.
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    )
