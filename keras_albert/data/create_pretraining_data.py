@@ -231,7 +231,10 @@ def _prepare_output_dir(output_dir, num_shards):
 def _progress(iterable, enabled, description, unit, total=None):
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr, leave=False)
+    return tqdm(
+        iterable, total=total, desc=description, unit=unit, unit_scale=True, disable=not enabled, file=sys.stderr,
+        leave=False,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -271,14 +274,14 @@ class _Corpus:
 def _tokenize(paths, tokenizer, settings, progress):
     pieces = [piece for path in paths for piece in _pieces(text.read_text(path), settings["document_break_lines"])]
     document_sizes, lengths, tokens = [], [], []
-    bar = _progress(None, progress, "tokenizing", "MB", total=round(sum(map(len, pieces)) / 1e6, 1))
+    bar = _progress(None, progress, "tokenizing", "char", total=sum(map(len, pieces)))
     work = [(piece, settings["document_break_lines"]) for piece in pieces]
     with _Executor(min(settings["workers"], max(1, len(pieces))), tokenizer=tokenizer) as executor:
         for (sizes, piece_lengths, piece_tokens), (piece, _) in zip(executor.map(_tokenize_piece, work), work):
             document_sizes.append(sizes)
             lengths.append(piece_lengths)
             tokens.append(piece_tokens)
-            bar.update(round(len(piece) / 1e6, 1))
+            bar.update(len(piece))
     bar.close()
     document_sizes = np.concatenate(document_sizes) if document_sizes else np.zeros(0, np.int64)
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
