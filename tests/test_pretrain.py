@@ -242,6 +242,14 @@ def test_export_loads_in_transformers_with_equal_logits(command_run, data, capsy
         sentence_gap = np.abs(ours["sentence_order_logits"] - sentence).max()
         print(f"{source}: max |keras - transformers| mlm {mlm_gap:.3g}, sentence order {sentence_gap:.3g}")
         assert mlm_gap <= 1e-4 and sentence_gap <= 1e-4
+    # The tokenizer files the run copied beside its model came along: transformers tokenizes as we do.
+    from transformers import AutoTokenizer
+
+    from keras_albert.data.tokenizers import load_tokenizer
+
+    text = "Anne Elliot walked to Uppercross with her sisters."
+    ours = load_tokenizer(data["tokenizer"])
+    assert AutoTokenizer.from_pretrained(hf_dir)(text)["input_ids"] == [ours.cls_id, *ours.encode(text), ours.sep_id]
     # The step-4 checkpoint is not the final model: the export followed the path it was given.
     final, step_4 = load_model(output_dir), load_model(os.path.join(output_dir, "checkpoints", "ckpt-4"))
     assert max(np.abs(x - y).max() for x, y in zip(final.get_weights(), step_4.get_weights())) > 1e-4
@@ -257,7 +265,7 @@ def test_export_loads_in_transformers_with_equal_logits(command_run, data, capsy
         (["--load_from", "checkpoint"], "--load_from=checkpoint needs --checkpoint_path"),
         (["--skip_mlm", "--skip_sop"], "--skip_mlm and --skip_sop cannot both be set"),
         (["--skip_sop", "maybe"], "argument --skip_sop: invalid true/false value: 'maybe'"),
-        (["--distribution", "horovod"], "--distribution=horovod is not supported by pretrain"),
+        (["--distribution", "horovod"], "--distribution=horovod needs horovod.tensorflow"),
         (["--max_seq_length", "64"], "--max_seq_length=64 but the records under"),
         (["--jit_compile", "sometimes"], "argument --jit_compile: invalid choice"),
         (["--log_frequency", "3", "--steps_per_execution", "2"], "--log_frequency (3) must be a multiple of"),
@@ -281,6 +289,66 @@ def test_missing_train_files_exit_2(capsys):
     assert status == 2 and err.strip() == (
         "keras-albert pretrain: error: --train_files: no file matches '/nonexistent/*.tfrecord'"
     )
+
+
+class _FakeHorovod:
+    """Rank 0 of two Horovod ranks whose other rank holds the same batches: an all-reduce doubles every value."""
+
+    Sum = "sum"
+
+    def __init__(self):
+        self.broadcast_count = 0
+
+    def rank(self):
+        return 0
+
+    def size(self):
+        return 2
+
+    def grouped_allreduce(self, values, op):
+        assert op == self.Sum
+        return [value * 2 for value in values]
+
+    def broadcast(self, value, root_rank):
+        assert root_rank == 0
+        self.broadcast_count += 1
+        return value
+
+
+def test_horovod_rank_reads_its_shard_and_trains_on_the_global_batch(data, monkeypatch):
+    """Under (fake) Horovod, rank 0 of 2 reads every other record of a single file, and its model all-reduces:
+    with the other rank holding the same batches, it trains exactly as one process reading those records."""
+    import tensorflow as tf
+
+    from keras_albert import distribute
+    from keras_albert.training.pretrain import pretrain
+
+    records = [r.numpy() for r in tf.data.TFRecordDataset(sorted(glob.glob(data["masked"]))[0])]
+    records = records[: len(records) // 2 * 2]  # even, so that every epoch starts on rank 0's parity
+    whole, evens = os.path.join(scratch_dir("whole"), "a.tfrecord"), os.path.join(scratch_dir("evens"), "b.tfrecord")
+    for path, subset in ((whole, records), (evens, records[::2])):
+        with tf.io.TFRecordWriter(path) as writer:
+            for record in subset:
+                writer.write(record)
+    shapes = dict(max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS, vocab_size=VOCAB, total_steps=3)
+    single = pretrain(_settings(evens, scratch_dir("one-process"), **shapes))
+
+    fake = _FakeHorovod()
+
+    def fake_get_strategy(distribution="auto", env=None):
+        assert distribution == "horovod"
+        monkeypatch.setattr(distribute, "_HOROVOD", fake)
+        return tf.distribute.get_strategy()
+
+    monkeypatch.setattr(distribute, "get_strategy", fake_get_strategy)
+    output_dir = scratch_dir("horovod")
+    ranked = pretrain(_settings(whole, output_dir, distribution="horovod", **shapes))
+    model = ranked["model"]
+    assert fake.broadcast_count == len(model.variables) + len(model.optimizer.variables)
+    gap = max(np.abs(x - y).max() for x, y in zip(single["model"].get_weights(), model.get_weights()))
+    assert gap <= 1e-6
+    settings = json.load(open(os.path.join(output_dir, "settings.json")))
+    assert settings["num_replicas"] == 2 and settings["num_workers"] == 2
 
 
 def test_squad_frequency_wires_the_periodic_squad_callback(data):

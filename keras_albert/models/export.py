@@ -80,8 +80,6 @@ def export(checkpoint_path, output_dir, tokenizer=None, copy_tokenizer=True):
     # transformers.AutoModelForPreTraining.from_pretrained("albert-tiny-hf")
     ```
     """
-    from keras_albert.models.pretraining_model import PretrainingModel  # noqa: F401 (registers the classes)
-    from keras_albert.models.squad_model import SquadModel  # noqa: F401
     from keras_albert.training.checkpoints import load_model, write_atomically
 
     if not os.path.exists(checkpoint_path) and not os.path.isfile(f"{checkpoint_path}.index"):

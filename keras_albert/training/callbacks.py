@@ -86,10 +86,16 @@ class MetricWindows(_StepCallback):
             self.model.reset_metrics()
 
 
+LOG_ORDER = ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy", "grad_norm", "learning_rate",
+             "loss_scale", "nonfinite_steps", "steps_per_second", "sequences_per_second", "tokens_per_second")
+
+
 def format_logs(logs):
-    """`loss 7.0312  mlm_accuracy 0.0625  learning_rate 1.200e-04  sequences/s 163.2` for a log line."""
+    """`loss 7.0312  mlm_loss 6.3121 ...  learning_rate 1.200e-04  sequences/s 163.2` for a log line."""
+    keys = [key for key in LOG_ORDER if key in logs] + sorted(key for key in logs if key not in LOG_ORDER)
     parts = []
-    for key, value in logs.items():
+    for key in keys:
+        value = logs[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if key == "learning_rate":

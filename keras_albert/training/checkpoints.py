@@ -196,6 +196,13 @@ class RunCheckpoint:
         return None
 
 
+def _register_classes():
+    # `import keras_albert` is lazy: a `.keras` file names keras_albert classes (models, optimizers, schedules)
+    # that Keras finds only once their modules have run their registration decorators.
+    import keras_albert.models  # noqa: F401
+    import keras_albert.optimizers  # noqa: F401
+
+
 def resolve_checkpoint(path):
     """What `path` names: `("keras", file)` for a `.keras` model, `("tf", prefix)` for a TensorFlow checkpoint.
 
@@ -239,6 +246,7 @@ def restore_weights(model, path):
     """
     kind, resolved = resolve_checkpoint(path)
     if kind == "keras":
+        _register_classes()
         source = keras.saving.load_model(resolved, compile=False)
         sources, targets = source.weights, model.weights
         mismatched = [
@@ -270,6 +278,7 @@ def restore_weights(model, path):
 def load_model(path):
     """The model of a checkpoint or `.keras` file (see `resolve_checkpoint`), rebuilt from the saved config."""
     kind, resolved = resolve_checkpoint(path)
+    _register_classes()
     if kind == "keras":
         return keras.saving.load_model(resolved, compile=False)
     model = keras.saving.deserialize_keras_object(_model_config_for(resolved))

@@ -160,14 +160,10 @@ def resolve_settings(settings):
 
     if s.distribution not in DISTRIBUTIONS:
         raise UserInputError(f"--distribution must be one of {', '.join(DISTRIBUTIONS)}. Received: {s.distribution!r}")
-    if s.distribution == "horovod":
-        raise UserInputError(
-            "--distribution=horovod is not supported by pretrain (the train step reduces gradients through "
-            "tf.distribute, not Horovod); use --distribution=multi_worker on the same hosts"
-        )
     _positive(s, ("per_gpu_batch_size", "gradient_accumulation_steps", "total_steps", "log_frequency",
                   "checkpoint_frequency", "keep_checkpoints", "steps_per_execution"))
-    if isinstance(s.warmup_steps, bool) or not isinstance(s.warmup_steps, int) or not 0 <= s.warmup_steps <= s.total_steps:
+    warmup_ok = isinstance(s.warmup_steps, int) and not isinstance(s.warmup_steps, bool)
+    if not warmup_ok or not 0 <= s.warmup_steps <= s.total_steps:
         raise UserInputError(f"--warmup_steps must be an integer from 0 to --total_steps ({s.total_steps}). "
                              f"Received: {s.warmup_steps!r}")
     if not isinstance(s.squad_frequency, int) or s.squad_frequency < 0:
@@ -195,8 +191,9 @@ def resolve_settings(settings):
         raise UserInputError(f"--checkpoint_path: {s.checkpoint_path} does not exist")
     if s.load_from == "huggingface" and not os.path.isdir(s.checkpoint_path):
         raise UserInputError(f"--checkpoint_path: {s.checkpoint_path} must be a Hugging Face checkpoint directory")
-    if s.model_type == "bert" and s.model_size == "xlarge" or s.model_type == "bert" and s.model_size == "xxlarge":
-        raise UserInputError(f"--model_size={s.model_size} exists only for --model_type=albert")
+    if s.model_type == "bert" and s.model_size in ("xlarge", "xxlarge"):
+        # Checked here rather than against the presets: importing the models package would import TensorFlow.
+        raise UserInputError(f"--model_size={s.model_size} does not exist for --model_type=bert")
     if s.run_name is None:
         s.run_name = f"{s.model_type}-{s.model_size}"
     if not s.output_dir:
@@ -337,7 +334,7 @@ def resolve_jit_compile(setting, strategy):
     return resolve(True, strategy)
 
 
-def data_layout(settings, strategy, num_workers):
+def data_layout(settings, num_replicas, num_workers):
     """What decides which examples each step sees; a resume with another layout cannot continue exactly."""
     return {
         "train_files": settings.train_files,
@@ -348,13 +345,16 @@ def data_layout(settings, strategy, num_workers):
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "max_seq_length": settings.max_seq_length,
         "max_predictions_per_seq": settings.max_predictions_per_seq,
-        "num_replicas": strategy.num_replicas_in_sync,
+        "num_replicas": num_replicas,
         "num_workers": num_workers,
     }
 
 
-def make_dataset(settings, strategy, steps_done):
-    """The distributed training dataset, positioned after `steps_done` optimizer steps."""
+def make_dataset(settings, strategy, steps_done, horovod=None):
+    """The training dataset, positioned after `steps_done` optimizer steps: distributed over the strategy's
+    replicas, or, under Horovod, this rank's shard."""
+    import tensorflow as tf
+
     from keras_albert.data.pretraining_dataset import pretraining_dataset
 
     def dataset_fn(context):
@@ -377,21 +377,33 @@ def make_dataset(settings, strategy, steps_done):
             dataset = dataset.skip(steps_done * replicas_per_pipeline)
         return dataset
 
+    if horovod is not None:
+        return dataset_fn(tf.distribute.InputContext(horovod.size(), horovod.rank(), horovod.size()))
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def _workers_agree(strategy, value):
+def _workers_agree(strategy, value, horovod=None):
     """True when every worker passes the same integer (an all-reduce of value and value squared)."""
     import tensorflow as tf
 
-    def replica_fn():
-        context = tf.distribute.get_replica_context()
-        local = tf.constant([float(value), float(value) ** 2, 1.0], tf.float64) / context.num_replicas_in_sync
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    local = tf.constant([float(value), float(value) ** 2, 1.0], tf.float64)
+    if horovod is not None:
+        total, squares, workers = horovod.grouped_allreduce([local], op=horovod.Sum)[0].numpy()
+    else:
 
-    totals = strategy.experimental_local_results(strategy.run(replica_fn))[0].numpy()
-    total, squares, workers = totals
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, local / context.num_replicas_in_sync)
+
+        per_replica = strategy.run(replica_fn)
+        total, squares, workers = strategy.experimental_local_results(per_replica)[0].numpy()
     return abs(squares * workers - total * total) < 0.5
+
+
+def _broadcast_from_chief(horovod, variables):
+    """Horovod ranks start from rank 0's weights and optimizer state (tf.distribute strategies do this themselves)."""
+    for variable in variables:
+        variable.assign(horovod.broadcast(variable.value, root_rank=0))
 
 
 def _squad_callback(settings, worker):
@@ -452,13 +464,27 @@ def _add_file_log(path):
     return handler
 
 
-def _write_settings(settings, strategy, worker, jit_compile):
+def _log_changed_settings(settings):
+    """One line naming the settings that differ from the previous start of this run."""
+    try:
+        with open(os.path.join(settings.output_dir, SETTINGS_FILE), encoding="utf-8") as file:
+            previous = json.load(file).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    current = dataclasses.asdict(settings)
+    changed = [f"{key} {previous[key]!r} -> {current[key]!r}" for key in current
+               if key in previous and previous[key] != current[key] and key != "quiet"]
+    if changed:
+        logger.info("Settings changed since the previous start: %s", ", ".join(changed))
+
+
+def _write_settings(settings, replicas, strategy, worker, jit_compile):
     from keras_albert.training.checkpoints import write_atomically
     from keras_albert.version import __version__
 
     record = {
         "settings": dataclasses.asdict(settings),
-        "num_replicas": strategy.num_replicas_in_sync,
+        "num_replicas": replicas,
         "num_workers": worker.num_workers,
         "strategy": type(strategy).__name__,
         "jit_compile": jit_compile,
@@ -472,6 +498,68 @@ def _write_settings(settings, strategy, worker, jit_compile):
 # The run
 
 
+def _build_and_restore(settings, strategy, worker, jit_compile):
+    """Model, optimizer and `RunCheckpoint` under the strategy's scope; the latest checkpoint restored if any.
+
+    Returns (model, checkpoint, prefix of the restored checkpoint or None, step reached).
+    """
+    from keras_albert.training.checkpoints import RunCheckpoint, restore_weights
+
+    with strategy.scope():
+        model = build_model(settings)
+        model.compile(
+            optimizer=build_optimizer(settings),
+            gradient_accumulation_steps=settings.gradient_accumulation_steps,
+            max_grad_norm=settings.max_grad_norm or None,
+            jit_compile=jit_compile,
+            steps_per_execution=settings.steps_per_execution,
+        )
+        # Built now, not at the first step, so that a checkpoint can restore the optimizer's slots.
+        model.optimizer.build(model.trainable_variables)
+        checkpoint = RunCheckpoint(settings.output_dir, model, settings.keep_checkpoints, worker)
+        latest = checkpoint.latest
+        step = checkpoint.restore_latest()
+        if latest is None and settings.load_from == "checkpoint":
+            logger.info("Initial weights from %s", restore_weights(model, settings.checkpoint_path))
+    return model, checkpoint, latest, step
+
+
+def _report_resume(checkpoint, latest, step, settings, layout, model):
+    logger.info(
+        "Resuming from %s: step %d of %d (optimizer iteration %d)",
+        latest, step, settings.total_steps, int(model.optimizer.iterations.numpy()),
+    )
+    saved = checkpoint.state.value.get("data_layout", {})
+    changed = sorted(key for key in layout if key in saved and saved[key] != layout[key])
+    if changed:
+        logger.warning(
+            "the data layout changed since the checkpoint (%s): training continues at step %d, but not on the "
+            "examples an uninterrupted run would have seen",
+            ", ".join(f"{key}: {saved[key]!r} -> {layout[key]!r}" for key in changed), step,
+        )
+
+
+def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout):
+    from keras_albert.training import callbacks
+
+    common = dict(initial_step=initial_step, total_steps=settings.total_steps)
+    run = [
+        # Throughput first: the callbacks after it print and write its figures from the same logs.
+        callbacks.MetricWindows(settings.log_frequency, initial_step),
+        callbacks.Throughput(settings.log_frequency, global_batch, settings.max_seq_length, **common),
+        callbacks.TensorBoardScalars(
+            os.path.join(settings.output_dir, TENSORBOARD_DIR), settings.log_frequency, enabled=worker.is_chief,
+            **common,
+        ),
+        callbacks.ProgressLogger(settings.log_frequency, settings.total_steps, initial_step, enabled=worker.is_chief),
+        callbacks.ProgressBar(enabled=worker.is_chief and not settings.quiet, **common),
+        callbacks.PeriodicCheckpoint(checkpoint, settings.checkpoint_frequency, initial_step, layout),
+    ]
+    if settings.squad_frequency:
+        run.append(_squad_callback(settings, worker))
+    return run
+
+
 def pretrain(settings, callbacks=None):
     """Trains (or resumes) the pretraining run that `settings` describes, and returns what it did.
 
@@ -482,25 +570,33 @@ def pretrain(settings, callbacks=None):
 
     Args:
         settings: `PretrainSettings`.
-        callbacks: list of `keras.callbacks.Callback` or None. Extra callbacks, after the run's own (their batch
-            index counts from the resumed step: add `initial_step` from `keras_albert.training.callbacks`' helpers
-            or read `model.optimizer.iterations`).
+        callbacks: list of `keras.callbacks.Callback` or None. Extra callbacks, run after the run's own. Keras'
+            batch index restarts at 0 in a resumed run: `model.optimizer.iterations` counts the steps of the run.
 
     Returns:
         dict: `model` (the trained `PretrainingModel`), `initial_step` (the step it resumed from, 0 for a new
-        run), `step` (the step reached), `logs` (the last logged values), `final_model` (path of the `.keras`
+        run), `step` (the step reached), `logs` (the run's last values), `final_model` (path of the `.keras`
         file, None on other workers than the chief), `output_dir`.
+
+    Example:
+    ```python
+    from keras_albert.training.pretrain import PretrainSettings, pretrain
+
+    result = pretrain(PretrainSettings("data/*.tfrecord", output_dir="runs/tiny", model_size="tiny",
+                                       total_steps=1000, warmup_steps=100, learning_rate=1e-3))
+    result["model"].save_huggingface("tiny-hf")
+    ```
     """
     settings = resolve_settings(settings)
     from keras_albert import distribute
 
-    strategy = distribute.get_strategy(settings.distribution)
+    strategy = distribute.get_strategy(settings.distribution)  # before any TensorFlow op (DESIGN trap 12)
+    horovod = distribute.horovod_module()
     worker = distribute.worker_info()
+    replicas = horovod.size() if horovod is not None else strategy.num_replicas_in_sync
+    global_batch = settings.per_gpu_batch_size * settings.gradient_accumulation_steps * replicas
 
     import keras
-
-    from keras_albert.training import callbacks as run_callbacks
-    from keras_albert.training.checkpoints import RunCheckpoint
 
     os.makedirs(settings.output_dir, exist_ok=True)
     file_log = _add_file_log(os.path.join(settings.output_dir, LOG_FILE)) if worker.is_chief else None
@@ -509,84 +605,39 @@ def pretrain(settings, callbacks=None):
         keras.config.set_dtype_policy(MIXED_PRECISION[settings.mixed_precision])
         keras.utils.set_random_seed(settings.seed)
         jit_compile = resolve_jit_compile(settings.jit_compile, strategy)
-        with strategy.scope():
-            model = build_model(settings)
-            model.compile(
-                optimizer=build_optimizer(settings),
-                gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                max_grad_norm=settings.max_grad_norm or None,
-                jit_compile=jit_compile,
-                steps_per_execution=settings.steps_per_execution,
-            )
-            # Built now, not at the first step, so that a checkpoint can restore the optimizer's slots.
-            model.optimizer.build(model.trainable_variables)
-            checkpoint = RunCheckpoint(settings.output_dir, model, settings.keep_checkpoints, worker)
-            latest = checkpoint.latest
-            initial_step = checkpoint.restore_latest()
-        if worker.num_workers > 1 and not _workers_agree(strategy, initial_step):
+        model, checkpoint, latest, initial_step = _build_and_restore(settings, strategy, worker, jit_compile)
+        if worker.num_workers > 1 and not _workers_agree(strategy, initial_step, horovod):
             raise UserInputError(
                 f"--output_dir: the workers found different checkpoints under {checkpoint.directory} (this one: step "
                 f"{initial_step}); the output directory must be on a filesystem that every worker sees"
             )
-        layout = data_layout(settings, strategy, worker.num_workers)
+        if horovod is not None and horovod.size() > 1:
+            _broadcast_from_chief(horovod, model.variables + model.optimizer.variables)
+        layout = data_layout(settings, replicas, worker.num_workers)
         if latest is not None:
-            logger.info(
-                "Resuming from %s: step %d of %d (optimizer iteration %d)",
-                latest, initial_step, settings.total_steps, int(model.optimizer.iterations.numpy()),
-            )
-            saved_layout = checkpoint.state.value.get("data_layout", {})
-            changed = sorted(k for k in layout if k in saved_layout and saved_layout[k] != layout[k])
-            if changed:
-                logger.warning(
-                    "the data layout changed since the checkpoint (%s): training continues at step %d, but not on "
-                    "the examples an uninterrupted run would have seen",
-                    ", ".join(f"{k}: {saved_layout[k]!r} -> {layout[k]!r}" for k in changed), initial_step,
-                )
-        elif settings.load_from == "checkpoint":
-            from keras_albert.training.checkpoints import restore_weights
-
-            with strategy.scope():
-                path = restore_weights(model, settings.checkpoint_path)
-            logger.info("Initial weights from %s", path)
+            _report_resume(checkpoint, latest, initial_step, settings, layout, model)
         if worker.is_chief:
-            _write_settings(settings, strategy, worker, jit_compile)
+            if latest is not None:
+                _log_changed_settings(settings)
+            _write_settings(settings, replicas, strategy, worker, jit_compile)
             # Beside the model, so that `keras-albert squad --load_from checkpoint` and `export` find it.
             copy_tokenizer(settings.tokenizer, settings.output_dir)
-
-        global_batch = settings.per_gpu_batch_size * settings.gradient_accumulation_steps
-        global_batch *= strategy.num_replicas_in_sync
         logger.info(
             "%s %s (%s parameters), %d replica(s) on %d worker(s), %d sequences of %d tokens per step "
             "(%d x %d micro-batches per replica), %s, jit_compile=%s, mixed precision %s",
-            settings.model_type, settings.model_size, f"{model.count_params():,}", strategy.num_replicas_in_sync,
-            worker.num_workers, global_batch, settings.max_seq_length, settings.gradient_accumulation_steps,
-            settings.per_gpu_batch_size, settings.optimizer, jit_compile, settings.mixed_precision,
+            settings.model_type, settings.model_size, f"{model.count_params():,}", replicas, worker.num_workers,
+            global_batch, settings.max_seq_length, settings.gradient_accumulation_steps, settings.per_gpu_batch_size,
+            settings.optimizer, jit_compile, settings.mixed_precision,
         )
 
-        logs = {}
+        logs, step = {}, initial_step
         if initial_step < settings.total_steps:
-            dataset = make_dataset(settings, strategy, initial_step)
-            common = dict(initial_step=initial_step, total_steps=settings.total_steps)
-            run = [
-                run_callbacks.MetricWindows(settings.log_frequency, initial_step),
-                run_callbacks.Throughput(settings.log_frequency, global_batch, settings.max_seq_length, **common),
-                run_callbacks.TensorBoardScalars(
-                    os.path.join(settings.output_dir, TENSORBOARD_DIR), settings.log_frequency,
-                    enabled=worker.is_chief, **common,
-                ),
-                run_callbacks.ProgressLogger(
-                    settings.log_frequency, settings.total_steps, initial_step, enabled=worker.is_chief
-                ),
-                run_callbacks.ProgressBar(enabled=worker.is_chief and not settings.quiet, **common),
-                run_callbacks.PeriodicCheckpoint(checkpoint, settings.checkpoint_frequency, initial_step, layout),
-            ]
-            if settings.squad_frequency:
-                run.append(_squad_callback(settings, worker))
             history = model.fit(
-                dataset,
+                make_dataset(settings, strategy, initial_step, horovod),
                 epochs=1,
                 steps_per_epoch=settings.total_steps - initial_step,
-                callbacks=run + list(callbacks or []),
+                callbacks=_run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout)
+                + list(callbacks or []),
                 verbose=0,
                 shuffle=False,  # the dataset shuffles (seeded); Keras would only warn
             )
@@ -594,7 +645,6 @@ def pretrain(settings, callbacks=None):
             step = checkpoint.last_saved_step
         else:
             logger.info("The run is complete: step %d of %d; nothing to train", initial_step, settings.total_steps)
-            step = initial_step
         final_model = checkpoint.save_final_model()
         if final_model:
             logger.info("Wrote %s (step %d)", final_model, step)
@@ -651,7 +701,8 @@ def add_arguments(parser):
                       help=f"Tokens per sequence. Default: from summary.json beside the records, else "
                       f"{DEFAULT_MAX_SEQ_LENGTH}.")
     data.add_argument("--max_predictions_per_seq", type=int, default=None,
-                      help=f"Masked positions per sequence. Default: from summary.json, else {DEFAULT_MAX_PREDICTIONS}.")
+                      help="Masked positions per sequence. Default: from summary.json, else "
+                      f"{DEFAULT_MAX_PREDICTIONS}.")
     data.add_argument("--dynamic_masking", type=_bool, nargs="?", const=True, default=False,
                       help="Mask in the input pipeline, anew each epoch (records written with --no_masking).")
     data.add_argument("--tokenizer", default=None,
@@ -712,7 +763,8 @@ def add_arguments(parser):
     run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
                      help="XLA. auto: on, except under CPU collective strategies, where XLA cannot compile.")
     run.add_argument("--distribution", default="auto",
-                     help="auto, none, mirrored (all local GPUs) or multi_worker (TF_CONFIG / SageMaker hosts).")
+                     help="auto, none, mirrored (all local GPUs), multi_worker (TF_CONFIG / SageMaker hosts) or "
+                     "horovod (under horovodrun, where Horovod can be installed).")
     run.add_argument("--steps_per_execution", type=int, default=1,
                      help="Steps per call of the compiled train function; the frequencies must be multiples of it.")
     run.add_argument("--log_frequency", type=int, default=100,
@@ -765,5 +817,5 @@ def run(args):
     from keras_albert.distribute import worker_info
 
     configure_logging(worker_info().is_chief)
-    result = pretrain(settings_from_args(args))
-    return 0 if result["step"] is not None else 1
+    pretrain(settings_from_args(args))
+    return 0
