@@ -168,6 +168,10 @@ def test_pretrain_command_end_to_end(command_run):
     assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, "checkpoints", "*.index"))) == [
         "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
 
+    summary = json.load(open(os.path.join(output_dir, "summary.json")))
+    assert summary["initial_step"] == 4 and summary["step"] == summary["logs"]["step"] == 6
+    assert summary["logs"]["sequences_per_second"] > 0 and summary["logs"]["loss"] > 0
+
     import keras
 
     final = keras.saving.load_model(os.path.join(output_dir, "model.keras"))

@@ -109,7 +109,7 @@ def format_logs(logs):
 
 class ProgressLogger(_StepCallback):
     """Logs one line every `frequency` steps (and at the last step) on the `keras_albert` logger:
-    `step 100/1000  loss ...  mlm_accuracy ...  learning_rate ...  sequences/s ...`.
+    `step 100/1000  loss ...  mlm_accuracy ...  learning_rate ...  sequences/s ...`; `last_logs` keeps its values.
 
     Args:
         frequency: int. Steps between lines.
@@ -121,14 +121,17 @@ class ProgressLogger(_StepCallback):
     def __init__(self, frequency, total_steps, initial_step=0, enabled=True):
         super().__init__(frequency, initial_step, total_steps)
         self.enabled = enabled
+        self.last_logs = {}  # the values of the latest line, with its "step"
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.global_step(batch)
-        if not self.enabled or not self.closes_window(step):
+        if not self.closes_window(step):
             return
-        logs = dict(logs or {})
+        logs = {key: value for key, value in (logs or {}).items() if isinstance(value, (int, float))}
         logs["learning_rate"] = current_learning_rate(self.model)
-        logger.info("step %d/%d  %s", step, self.total_steps, format_logs(logs))
+        self.last_logs = {"step": step, **logs}
+        if self.enabled:
+            logger.info("step %d/%d  %s", step, self.total_steps, format_logs(logs))
 
 
 def current_learning_rate(model):

@@ -9,6 +9,7 @@ output_dir/tensorboard/   TensorBoard scalars every --log_frequency steps
 output_dir/model.keras    the final model, for `SquadModel.from_pretraining` and `keras-albert export`
 output_dir/train.log      the log lines
 output_dir/settings.json  the settings of the latest start
+output_dir/summary.json   the step reached, the last logged values (losses, throughput), the seconds it took
 ```
 
 Running the same command again with the same `--output_dir` resumes from the latest checkpoint: weights, optimizer
@@ -30,6 +31,7 @@ import logging
 import os
 import platform
 import sys
+import time
 
 from keras_albert.errors import UserInputError
 
@@ -575,8 +577,9 @@ def pretrain(settings, callbacks=None):
 
     Returns:
         dict: `model` (the trained `PretrainingModel`), `initial_step` (the step it resumed from, 0 for a new
-        run), `step` (the step reached), `logs` (the run's last values), `final_model` (path of the `.keras`
-        file, None on other workers than the chief), `output_dir`.
+        run), `step` (the step reached), `total_steps`, `seconds` (of training), `logs` (the values of the last
+        log line, with its `step`), `final_model` (path of the `.keras` file, None on other workers than the
+        chief), `output_dir`. All but `model` are also written to `output_dir/summary.json` (chief).
 
     Example:
     ```python
@@ -597,6 +600,8 @@ def pretrain(settings, callbacks=None):
     global_batch = settings.per_gpu_batch_size * settings.gradient_accumulation_steps * replicas
 
     import keras
+
+    from keras_albert.training.checkpoints import write_atomically
 
     os.makedirs(settings.output_dir, exist_ok=True)
     file_log = _add_file_log(os.path.join(settings.output_dir, LOG_FILE)) if worker.is_chief else None
@@ -630,32 +635,36 @@ def pretrain(settings, callbacks=None):
             settings.optimizer, jit_compile, settings.mixed_precision,
         )
 
-        logs, step = {}, initial_step
+        logs, step, start = {}, initial_step, time.perf_counter()
         if initial_step < settings.total_steps:
-            history = model.fit(
+            run_callbacks = _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout)
+            model.fit(
                 make_dataset(settings, strategy, initial_step, horovod),
                 epochs=1,
                 steps_per_epoch=settings.total_steps - initial_step,
-                callbacks=_run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout)
-                + list(callbacks or []),
+                callbacks=run_callbacks + list(callbacks or []),
                 verbose=0,
                 shuffle=False,  # the dataset shuffles (seeded); Keras would only warn
             )
-            logs = {key: values[-1] for key, values in history.history.items()}
+            logs = next(c.last_logs for c in run_callbacks if hasattr(c, "last_logs"))
             step = checkpoint.last_saved_step
         else:
             logger.info("The run is complete: step %d of %d; nothing to train", initial_step, settings.total_steps)
         final_model = checkpoint.save_final_model()
-        if final_model:
-            logger.info("Wrote %s (step %d)", final_model, step)
-        return {
-            "model": model,
+        result = {
             "initial_step": initial_step,
             "step": step,
+            "total_steps": settings.total_steps,
+            "seconds": round(time.perf_counter() - start, 3),
             "logs": logs,
             "final_model": final_model,
             "output_dir": settings.output_dir,
         }
+        if final_model:
+            logger.info("Wrote %s (step %d)", final_model, step)
+            write_atomically(os.path.join(settings.output_dir, SUMMARY_FILE),
+                             json.dumps(result, indent=2).encode() + b"\n")
+        return {"model": model, **result}
     finally:
         keras.config.set_dtype_policy(previous_policy)
         if file_log is not None:
