@@ -355,6 +355,16 @@ def test_horovod_rank_reads_its_shard_and_trains_on_the_global_batch(data, monke
     assert settings["num_replicas"] == 2 and settings["num_workers"] == 2
 
 
+def test_train_files_as_files_the_shell_expanded(data, capsys):
+    from keras_albert.training.pretrain import resolve_settings
+
+    files = sorted(glob.glob(data["masked"]))
+    settings = resolve_settings(_settings(files, scratch_dir("files")))
+    assert settings.train_files == files and settings.max_seq_length == SEQ
+    status = cli.main(["pretrain", "--train_files", files[0], files[0] + ".missing", "--output_dir", scratch_dir("x")])
+    assert status == 2 and capsys.readouterr().err.strip().endswith(f"no file matches '{files[0]}.missing'")
+
+
 def test_squad_frequency_wires_the_periodic_squad_callback(data):
     from keras_albert.training.pretrain import _squad_callback, resolve_settings
     from keras_albert.distribute import WorkerInfo

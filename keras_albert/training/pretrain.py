@@ -55,7 +55,7 @@ SUMMARY_FILE = "summary.json"
 class PretrainSettings:
     """The settings of a pretraining run: one field per flag of `keras-albert pretrain` (see `--help`)."""
 
-    train_files: str
+    train_files: str  # or a list of files/globs
     output_dir: str = None
     model_type: str = "albert"
     model_size: str = "base"
@@ -111,6 +111,21 @@ def _positive(settings, names):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"--{name} must be an integer >= 1. Received: {value!r}")
+
+
+def _match_files(patterns):
+    """The local files that the patterns (a glob, a file, or a list of them) match; URLs (gs://, s3://) as given,
+    for the reader to glob."""
+    files = []
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        if "://" in pattern:
+            files.append(pattern)
+            continue
+        matches = sorted(path for path in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(path))
+        if not matches:
+            raise UserInputError(f"--train_files: no file matches {pattern!r}")
+        files.extend(matches)
+    return files
 
 
 def _read_summary(files):
@@ -205,11 +220,12 @@ def resolve_settings(settings):
 
     if not s.train_files:
         raise UserInputError("--train_files is required (a glob of pretraining TFRecords)")
-    files = sorted(glob.glob(os.path.expanduser(s.train_files))) if "://" not in s.train_files else [s.train_files]
-    files = [f for f in files if os.path.isfile(f)] if "://" not in s.train_files else files
-    if not files:
-        raise UserInputError(f"--train_files: no file matches {s.train_files!r}")
-    summary = _read_summary(files) if "://" not in s.train_files else {}
+    if not isinstance(s.train_files, str):
+        s.train_files = list(s.train_files)
+        if len(s.train_files) == 1:
+            s.train_files = s.train_files[0]
+    files = _match_files(s.train_files)
+    summary = _read_summary(files) if "://" not in files[0] else {}
     for name, default in (("max_seq_length", DEFAULT_MAX_SEQ_LENGTH),
                           ("max_predictions_per_seq", DEFAULT_MAX_PREDICTIONS)):
         recorded = _summary_field(summary, name)
@@ -704,8 +720,9 @@ def add_arguments(parser):
     _one_line_errors(parser)
     flag = parser.add_argument
     data = parser.add_argument_group("data")
-    data.add_argument("--train_files", default=None,
-                      help="Glob of pretraining TFRecords (from `keras-albert create-pretraining-data`), quoted.")
+    data.add_argument("--train_files", nargs="+", default=None,
+                      help="Pretraining TFRecords (from `keras-albert create-pretraining-data`): a quoted glob, "
+                      "or files.")
     data.add_argument("--max_seq_length", type=int, default=None,
                       help=f"Tokens per sequence. Default: from summary.json beside the records, else "
                       f"{DEFAULT_MAX_SEQ_LENGTH}.")
