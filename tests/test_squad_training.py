@@ -23,11 +23,11 @@ from keras_albert.training.squad import finetune_squad, predict_squad
 from keras_albert.training.squad_callback import PeriodicSquad
 
 sys.path.insert(0, os.path.dirname(__file__))
-from multi_worker_harness import run_workers  # noqa: E402
+from multi_worker_harness import run_workers
 
 NOVELS = ("persuasion.txt.gz", "northangerabbey.txt.gz")  # the two shortest novels
 VOCAB = 2000
-SHORT = dict(max_seq_length=128, doc_stride=64, max_query_length=32)  # CLI and callback tests
+SHORT = {"max_seq_length": 128, "doc_stride": 64, "max_query_length": 32}  # CLI and callback tests
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def austen():
 
 
 def _tiny_pretraining_model(**overrides):
-    config = dict(vocabulary_size=VOCAB, max_sequence_length=128)
+    config = {"vocabulary_size": VOCAB, "max_sequence_length": 128}
     config.update(overrides)
     return PretrainingModel.from_preset("albert_tiny", **config)
 
@@ -61,12 +61,12 @@ def _tiny_pretraining_model(**overrides):
 def test_tiny_model_fits_the_austen_training_questions(tokenizer, austen, capsys):
     """Acceptance 3: albert_tiny (2 layers, hidden 64) finetuned from scratch reaches F1 > 80 on its training
     questions; the held-apart dev score is printed (a from-scratch model memorises, it does not generalise)."""
-    window = dict(max_seq_length=192, doc_stride=64, max_query_length=48)
+    window = {"max_seq_length": 192, "doc_stride": 64, "max_query_length": 48}
     features = squad.convert_examples_to_features(austen["train"], tokenizer, is_training=True, **window)
     keras.utils.set_random_seed(0)
     model = SquadModel.from_preset("albert_tiny", vocabulary_size=tokenizer.vocab_size, max_sequence_length=192)
     started = time.time()
-    history = finetune_squad(
+    finetune_squad(
         model, features, 600, batch_size=32, learning_rate=2e-3, seed=0, jit_compile=True, verbose=0
     )
     seconds = time.time() - started
@@ -80,7 +80,6 @@ def test_tiny_model_fits_the_austen_training_questions(tokenizer, austen, capsys
                 f"exact {scores['exact']:.2f} (HasAns F1 {scores['HasAns_f1']:.2f}, "
                 f"NoAns exact {scores['NoAns_exact']:.2f}); finetuning took {seconds:.0f}s"
             )
-    assert history.history["loss"][-1] < 1.0
     assert train.scores["total"] == 374 and dev.scores["total"] == 93
     assert train.scores["f1"] > 80.0
     assert train.scores["HasAns_f1"] > 80.0  # not only the no-answer questions
@@ -135,13 +134,13 @@ def test_squad_command_writes_predictions_and_scores(tmp_path, tokenizer_dir, ch
     names = sorted(os.path.basename(path) for path in glob.glob(str(tmp_path / "*")))
     assert names == ["nbest_predictions.json", "null_odds.json", "predictions.json", "scores.json"]
     assert not glob.glob(str(tmp_path / ".tmp-*"))
-    read = {name: json.load(open(tmp_path / name)) for name in names}
+    read = {name: squad.load_json(tmp_path / name) for name in names}
     dev = squad.load_json(squad.austen_squad_path("dev"))
     ids = [qa["id"] for article in dev["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     assert sorted(read["predictions.json"]) == sorted(ids)
     assert all(isinstance(answer, str) for answer in read["predictions.json"].values())
     assert sorted(read["null_odds.json"]) == sorted(ids)
-    for qid, nbest in read["nbest_predictions.json"].items():
+    for nbest in read["nbest_predictions.json"].values():
         assert nbest and {"text", "probability", "start_logit", "end_logit"} <= set(nbest[0])
         assert sum(entry["probability"] for entry in nbest) == pytest.approx(1.0, abs=1e-6)
     # the saved scores are the official scores of the saved files
@@ -268,7 +267,7 @@ def test_periodic_squad_leaves_the_pretraining_run_bit_identical(tokenizer, aust
         random.seed(5)  # the same global random streams before each run
         np.random.seed(5)
         global_seed_generator().state.assign([7, 0])
-        model.fit(_pretraining_batches(), epochs=1, steps_per_epoch=4, callbacks=callbacks, verbose=0)
+        model.fit(_pretraining_batches(), epochs=1, steps_per_epoch=4, callbacks=callbacks, verbose=0, shuffle=False)
         finals.append(_state(model))
         streams.append(_random_streams())
 
@@ -304,7 +303,7 @@ def test_periodic_squad_run_touches_nothing_of_a_mixed_precision_model(tokenizer
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     model.compile(optimizer=LAMB(1e-3))
-    model.fit(_pretraining_batches(steps=1), epochs=1, steps_per_epoch=1, verbose=0)  # optimizer state exists
+    model.fit(_pretraining_batches(steps=1), epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # optimizer state exists
     callback = _callback(tokenizer, austen)
     callback.set_model(model)
 
@@ -342,7 +341,13 @@ import json, os
 import numpy as np
 from keras_albert import distribute
 
-strategy = distribute.get_strategy(os.environ["DISTRIBUTION"])  # before any TensorFlow op
+if os.environ["DISTRIBUTION"] == "mirrored_cpus":  # one process, two replicas on two logical CPUs
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+else:
+    strategy = distribute.get_strategy(os.environ["DISTRIBUTION"])  # before any TensorFlow op
 import keras
 from keras_albert import SquadModel
 from keras_albert.data import load_tokenizer, squad
@@ -363,20 +368,45 @@ train = squad.read_squad(squad.austen_squad_path("train"))[:32]
 train_features = squad.convert_examples_to_features(train, tokenizer, is_training=True, **window)
 finetune_squad(model, train_features, 3, batch_size=4, learning_rate=1e-3, seed=0, verbose=0)
 tuned = predict_squad(model, examples, features=features, batch_size=8, verbose=0)
+
+# periodic SQuAD inside a two-worker pretraining fit: every worker runs it at the same step
+import tensorflow as tf
+from keras_albert import PretrainingModel
+from keras_albert.optimizers import LAMB
+from keras_albert.training.squad_callback import PeriodicSquad
+
+rng = np.random.default_rng(0)
+rows, seq = 8, 32
+data = {"input_ids": rng.integers(5, 2000, (rows, seq)).astype("int32"), "input_mask": np.ones((rows, seq), "int32"),
+        "segment_ids": np.zeros((rows, seq), "int32"), "masked_lm_positions": np.tile(np.arange(1, 5), (rows, 1)),
+        "masked_lm_ids": rng.integers(5, 2000, (rows, 4)).astype("int32"),
+        "masked_lm_weights": np.ones((rows, 4), "float32"), "next_sentence_labels": np.zeros((rows, 1), "int32")}
+pretraining = strategy.distribute_datasets_from_function(
+    lambda context: tf.data.Dataset.from_tensor_slices(data).shard(context.num_input_pipelines,
+        context.input_pipeline_id).batch(context.get_per_replica_batch_size(rows)).repeat())
+with strategy.scope():
+    pretrainer = PretrainingModel.from_preset("albert_tiny", vocabulary_size=2000, max_sequence_length=128)
+    pretrainer.compile(optimizer=LAMB(1e-3))
+callback = PeriodicSquad(2, tokenizer, train, examples, 3, batch_size=4, learning_rate=1e-3, seed=0, **window)
+pretrainer.fit(pretraining, epochs=1, steps_per_epoch=2, callbacks=[callback], verbose=0, shuffle=False)
+
 out = os.environ["KERAS_ALBERT_WORKER_OUT"]
-np.savez(out, start=start, end=end, features=np.array(len(features)),
-         weights=np.concatenate([w.ravel() for w in model.get_weights()]))
+np.savez(out, start=start, end=end, features=np.array(len(features)), replicas=strategy.num_replicas_in_sync,
+         weights=np.concatenate([w.ravel() for w in model.get_weights()]),
+         pretrainer=np.concatenate([w.ravel() for w in pretrainer.get_weights()]))
 with open(out + ".json", "w") as f:
     json.dump({"predictions": result.predictions, "scores": result.scores, "paths": result.paths,
-               "tuned_scores": tuned.scores, "tuned_predictions": tuned.predictions}, f)
+               "tuned_scores": tuned.scores, "tuned_predictions": tuned.predictions,
+               "periodic": callback.history}, f)
 """
 
 
 @pytest.mark.large
-def test_two_workers_predict_their_shares_and_agree(tokenizer_dir, tmp_path):
+def test_two_workers_and_two_replicas_predict_as_one_process(tokenizer_dir, tmp_path):
     """Two workers (MultiWorkerMirroredStrategy on 127.0.0.1): each predicts half of the features; after the one
     all-reduce both hold logits equal to one process's, the same answers and scores; only the chief writes files.
-    Then both finetune together (3 steps) and again agree."""
+    Then both finetune together (3 steps) and again agree, and both run periodic SQuAD inside a pretraining fit.
+    The same script as one process with two replicas (MirroredStrategy on two logical CPUs) predicts the same."""
     keras.utils.set_random_seed(2)
     model = SquadModel.from_preset("albert_tiny", vocabulary_size=VOCAB, max_sequence_length=128)
     np.savez(tmp_path / "initial.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
@@ -391,13 +421,23 @@ def test_two_workers_predict_their_shares_and_agree(tokenizer_dir, tmp_path):
         with open(result.out_path + ".json") as file:
             return arrays, json.load(file)
 
+    mirrored = run_workers(WORKER_SCRIPT, 1, timeout=300, env={**env, "DISTRIBUTION": "mirrored_cpus"},
+                           workdir=str(tmp_path / "mirrored"))
+
     (one, one_json), (w0, w0_json), (w1, w1_json) = load(single[0]), load(pair[0]), load(pair[1])
+    mirror, mirror_json = load(mirrored[0])
     assert int(one["features"]) > 31  # some questions have several windows
-    for worker in (w0, w1):
-        assert np.abs(worker["start"] - one["start"]).max() < 1e-5
-        assert np.abs(worker["end"] - one["end"]).max() < 1e-5
-    assert w0_json["predictions"] == w1_json["predictions"] == one_json["predictions"]
+    assert int(w0["replicas"]) == int(mirror["replicas"]) == 2
+    for other in (w0, w1, mirror):
+        assert np.abs(other["start"] - one["start"]).max() < 1e-5
+        assert np.abs(other["end"] - one["end"]).max() < 1e-5
+    assert w0_json["predictions"] == w1_json["predictions"] == one_json["predictions"] == mirror_json["predictions"]
     assert w0_json["scores"] == pytest.approx(one_json["scores"]) and w1_json["scores"] == w0_json["scores"]
+    assert mirror_json["scores"] == pytest.approx(one_json["scores"])
+    assert [entry["step"] for entry in mirror_json["periodic"]] == [2]
     assert w0_json["paths"] and not w1_json["paths"] and not os.path.exists(tmp_path / "out" / "1")
     assert np.array_equal(w0["weights"], w1["weights"])  # finetuned together
     assert w0_json["tuned_predictions"] == w1_json["tuned_predictions"]
+    assert [entry["step"] for entry in w0_json["periodic"]] == [2]
+    assert w0_json["periodic"] == w1_json["periodic"]  # both workers ran the periodic SQuAD, and agree
+    assert np.array_equal(w0["pretrainer"], w1["pretrainer"])

@@ -37,6 +37,7 @@ MODEL_SIZES = ("tiny", "base", "large", "xlarge", "xxlarge")
 OPTIMIZERS = ("lamb", "adamw")
 MIXED_PRECISION = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 SCORES_FILE = "scores.json"
+DEFAULT_OUTPUT_DIR = "squad_output"
 _INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 
 
@@ -256,11 +257,13 @@ def _sum_over_workers(strategy, array, local_replicas):
         lambda context: array if context.replica_id_in_sync_group % local_replicas == 0 else zeros
     )
 
+    def replica_fn(value):
+        # tf.identity places the value on the replica's device: the all-reduce takes its destination from there.
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))
+
     @tf.function
-    def all_reduce(value):
-        return strategy.run(
-            lambda v: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, v), args=(value,)
-        )
+    def all_reduce(values):
+        return strategy.run(replica_fn, args=(values,))
 
     return strategy.experimental_local_results(all_reduce(values))[0].numpy()
 
@@ -367,6 +370,8 @@ def predict_squad(
 
 
 def add_arguments(parser):
+    from keras_albert.distribute import DISTRIBUTIONS
+
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     add = parser.add_argument
     add("--task_name", choices=sorted(TASK_NAMES), default="squadv2", help="SQuAD v1.1 or v2.0 (no-answer) rules.")
@@ -379,7 +384,7 @@ def add_arguments(parser):
     add("--tokenizer", help="Tokenizer directory (spiece.model or vocab.txt). Default: the checkpoint's directory.")
     add("--train_file", help="SQuAD JSON to finetune on. Default: the embedded Jane Austen question set (v2.0).")
     add("--predict_file", help="SQuAD JSON to predict and score. Default: the embedded held-apart Austen questions.")
-    add("--output_dir", default="squad_output", help="Where predictions and scores are written.")
+    add("--output_dir", default=None, help="Where predictions and scores are written. Default: squad_output.")
     add("--per_gpu_batch_size", type=int, default=6, help="Rows per replica per micro-batch.")
     add("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimizer update.")
     add("--total_steps", type=int, default=None, help="Optimizer updates. Default: two passes over the features.")
@@ -395,7 +400,7 @@ def add_arguments(parser):
     add("--n_best_size", type=int, default=20, help="Candidates per question in nbest_predictions.json.")
     add("--max_answer_length", type=int, default=30, help="Longest answer, in tokens.")
     add("--null_score_diff_threshold", type=float, default=0.0, help="v2.0: answer '' when null - best > this.")
-    add("--distribution", choices=("auto", "none", "mirrored", "multi_worker", "horovod"), default="auto",
+    add("--distribution", choices=DISTRIBUTIONS, default="auto",
         help="tf.distribute strategy (auto: multi_worker under TF_CONFIG/SageMaker, mirrored on several GPUs).")
     add("--mixed_precision", choices=sorted(MIXED_PRECISION), default="none", help="Mixed-precision compute dtype.")
     add("--seed", type=int, default=42, help="Random seed (initialisation, dropout, shuffling).")
@@ -570,6 +575,7 @@ def run(args):
     """Finetunes, predicts, scores; prints the scores and writes them with the predictions to --output_dir."""
     _check_flags(args)
     _check_checkpoint_kind(args)
+    output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
     version = TASK_NAMES[args.task_name]
     train_examples, _ = _read_split(args.train_file, version, "--train_file", "train")
     predict_examples, predict_dataset = _read_split(args.predict_file, version, "--predict_file", "dev")
@@ -588,8 +594,11 @@ def run(args):
     if policy:
         keras.mixed_precision.set_dtype_policy(policy)
 
-    window = dict(max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
-                  max_query_length=args.max_query_length)
+    window = {
+        "max_seq_length": args.max_seq_length,
+        "doc_stride": args.doc_stride,
+        "max_query_length": args.max_query_length,
+    }
     train_features = squad.convert_examples_to_features(train_examples, tokenizer, is_training=True, **window)
     if not train_features:
         raise UserInputError(f"--train_file {args.train_file}: no question gave a training feature")
@@ -628,11 +637,11 @@ def run(args):
         n_best_size=args.n_best_size,
         max_answer_length=args.max_answer_length,
         null_score_diff_threshold=args.null_score_diff_threshold,
-        output_dir=args.output_dir,
+        output_dir=output_dir,
         verbose=verbose,
         **window,
     )
     if index == 0:
         print(json.dumps(result.scores, indent=2))
-        print(f"wrote {', '.join(sorted(os.path.basename(p) for p in result.paths.values()))} to {args.output_dir}")
+        print(f"wrote {', '.join(sorted(os.path.basename(p) for p in result.paths.values()))} to {output_dir}")
     return 0

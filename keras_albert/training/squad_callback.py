@@ -162,9 +162,11 @@ class PeriodicSquad(keras.callbacks.Callback):
         self._last_step = None
 
     def _window(self):
-        return dict(
-            max_seq_length=self.max_seq_length, doc_stride=self.doc_stride, max_query_length=self.max_query_length
-        )
+        return {
+            "max_seq_length": self.max_seq_length,
+            "doc_stride": self.doc_stride,
+            "max_query_length": self.max_query_length,
+        }
 
     def _get_features(self):
         if self._features is None:
