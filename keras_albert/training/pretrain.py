@@ -24,6 +24,7 @@ Command line (one CPU, the embedded corpus):
         --per_gpu_batch_size 32 --total_steps 1000 --warmup_steps 100 --learning_rate 1e-3 --log_frequency 50
 """
 
+import argparse
 import dataclasses
 import glob
 import json
@@ -581,8 +582,8 @@ def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, lay
 def pretrain(settings, callbacks=None):
     """Trains (or resumes) the pretraining run that `settings` describes, and returns what it did.
 
-    Creates the tf.distribute strategy first (before any TensorFlow op), builds model and optimizer under its
-    scope, restores the latest checkpoint of `settings.output_dir` if there is one (one log line says so), trains
+    Creates the tf.distribute strategy first (before any TensorFlow op), seeds Python, NumPy and Keras with
+    `settings.seed`, builds model and optimizer under the strategy's scope, restores the latest checkpoint of `settings.output_dir` if there is one (one log line says so), trains
     with `model.fit` to `settings.total_steps`, saving checkpoints every `checkpoint_frequency` steps and at the
     end, then writes `output_dir/model.keras`.
 
@@ -715,9 +716,19 @@ def _one_line_errors(parser):
     parser.error = error
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None or False (those flags say what they default to)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_arguments(parser):
     """The flags of `keras-albert pretrain` (and of `examples/run_pretraining.py`)."""
     _one_line_errors(parser)
+    parser.formatter_class = _HelpFormatter
     flag = parser.add_argument
     data = parser.add_argument_group("data")
     data.add_argument("--train_files", nargs="+", default=None,
@@ -729,7 +740,7 @@ def add_arguments(parser):
     data.add_argument("--max_predictions_per_seq", type=int, default=None,
                       help="Masked positions per sequence. Default: from summary.json, else "
                       f"{DEFAULT_MAX_PREDICTIONS}.")
-    data.add_argument("--dynamic_masking", type=_bool, nargs="?", const=True, default=False,
+    data.add_argument("--dynamic_masking", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                       help="Mask in the input pipeline, anew each epoch (records written with --no_masking).")
     data.add_argument("--tokenizer", default=None,
                       help="Tokenizer directory or file: sets --vocab_size, serves --dynamic_masking and SQuAD, and "
@@ -750,9 +761,9 @@ def add_arguments(parser):
                        "preset's.")
     model.add_argument("--hidden_dropout_prob", type=float, default=None,
                        help="Encoder dropout. Default: the preset's (0 for ALBERT, 0.1 for BERT).")
-    model.add_argument("--skip_mlm", type=_bool, nargs="?", const=True, default=False,
+    model.add_argument("--skip_mlm", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                        help="Train the sentence-order (next-sentence) loss only.")
-    model.add_argument("--skip_sop", type=_bool, nargs="?", const=True, default=False,
+    model.add_argument("--skip_sop", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                        help="Train the masked-LM loss only.")
 
     train = parser.add_argument_group("optimization")
@@ -771,9 +782,9 @@ def add_arguments(parser):
                        help="lamb (TF Addons' LAMB rule) or adamw (BERT's Adam with decoupled decay).")
     train.add_argument("--weight_decay", type=float, default=0.01,
                        help="Weight decay rate; LayerNorm and bias variables are excluded.")
-    train.add_argument("--beta_1", type=float, default=0.9)
-    train.add_argument("--beta_2", type=float, default=0.999)
-    train.add_argument("--epsilon", type=float, default=1e-6)
+    train.add_argument("--beta_1", type=float, default=0.9, help="Decay of the first-moment estimate.")
+    train.add_argument("--beta_2", type=float, default=0.999, help="Decay of the second-moment estimate.")
+    train.add_argument("--epsilon", type=float, default=1e-6, help="Added to the second moment's square root.")
     train.add_argument("--max_grad_norm", type=float, default=1.0,
                        help="Clip the global gradient norm (after the cross-replica sum); 0 turns clipping off.")
     train.add_argument("--seed", type=int, default=42, help="Seeds weights, dropout and the data shuffle.")
@@ -810,7 +821,8 @@ def add_arguments(parser):
     squad.add_argument("--squad_batch_size", type=int, default=32, help="Finetuning rows per replica.")
     squad.add_argument("--squad_max_seq_length", type=int, default=None,
                        help="Tokens per SQuAD feature. Default: --max_seq_length, at most 384.")
-    run.add_argument("--quiet", type=_bool, nargs="?", const=True, default=False, help="No progress bar.")
+    run.add_argument("--quiet", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
+                     help="No progress bar.")
     flag("--model_dir", default=None, help="Ignored (SageMaker's TensorFlow estimator passes it).")
 
 
