@@ -20,7 +20,7 @@ _LAZY = {
     "training": "keras_albert.training",
 }
 
-__all__ = ["PretrainingModel", "SquadModel", "UserInputError", "__version__"] + [
+__all__ = ["PretrainingModel", "SquadModel", "UserInputError", "load_model", "__version__"] + [
     name for name in _LAZY if name not in ("PretrainingModel", "SquadModel")
 ]
 
@@ -32,3 +32,13 @@ def __getattr__(name):
     value = getattr(module, name) if name[0].isupper() else module
     globals()[name] = value
     return value
+
+
+def load_model(path, **kwargs):
+    """`keras.saving.load_model` with keras-albert's classes registered (a `.keras` file of a PretrainingModel,
+    SquadModel, or any model using the library's layers and optimizers)."""
+    import keras
+
+    importlib.import_module("keras_albert.models")
+    importlib.import_module("keras_albert.optimizers")
+    return keras.saving.load_model(path, **kwargs)

@@ -41,8 +41,15 @@ def _available_commands():
     return {name: entry for name, entry in COMMANDS.items() if _module_exists(entry[0])}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command=None):
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-albert",
         description="Pretrain ALBERT/BERT from raw text and finetune on SQuAD (Keras 3, TensorFlow backend).",
     )
@@ -55,6 +62,7 @@ def build_parser(command=None):
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from keras_albert import distribute
+from keras_albert import optimizers as _optimizers  # noqa: F401 (registers LAMB/AdamW for compile_from_config)
 from keras_albert.errors import UserInputError
 from keras_albert.models.backbones import ENCODERS, model_type_of
 from keras_albert.models.presets import preset_config
