@@ -3,18 +3,11 @@
 import keras
 from keras import ops
 
-from keras_albert.optimizers.lamb import (
-    as_learning_rate,
-    check_patterns,
-    dense_gradient,
-    matches_any,
-    resolve_weight_decay,
-    variable_path,
-)
+from keras_albert.optimizers.base import AdamWithDecay
 
 
 @keras.saving.register_keras_serializable(package="keras_albert")
-class AdamW(keras.optimizers.Optimizer):
+class AdamW(AdamWithDecay):
     """Adam with decoupled weight decay, excluding variables by regexes on their full paths.
 
     The "AdamWeightDecay" of BERT (Devlin et al., 2018, https://arxiv.org/abs/1810.04805) and of the 2020 reference's
@@ -70,65 +63,13 @@ class AdamW(keras.optimizers.Optimizer):
         name="AdamW",
         **kwargs,
     ):
-        weight_decay = resolve_weight_decay(weight_decay, kwargs)
-        # Keras' `weight_decay` argument would decay every variable (its exclusions match leaf names only).
-        super().__init__(learning_rate=as_learning_rate(learning_rate), name=name, **kwargs)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.weight_decay = weight_decay
-        self.exclude_from_weight_decay = check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, exclude_from_weight_decay, name,
+                         **kwargs)
         self.bias_correction = bool(bias_correction)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
-        # `update_step` may receive the backend variable, which has no `.path`: decide here, look up by index there.
-        paths = [variable_path(variable) for variable in var_list]
-        self._use_weight_decay_by_index = tuple(not matches_any(self.exclude_from_weight_decay, p) for p in paths)
-
-    def _apply_weight_decay(self, variables):
-        # The decay is applied in `update_step`, with the path exclusions.
-        return
-
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient), dtype)
-        learning_rate = ops.cast(learning_rate, dtype)
-        beta_1 = ops.cast(self.beta_1, dtype)
-        beta_2 = ops.cast(self.beta_2, dtype)
-
-        m = self._momentums[index]
-        v = self._velocities[index]
-        new_m = beta_1 * m + (1.0 - beta_1) * gradient
-        new_v = beta_2 * v + (1.0 - beta_2) * ops.square(gradient)
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-
-        if self.bias_correction:
-            step = ops.cast(self.iterations + 1, dtype)
-            new_m = new_m / (1.0 - ops.power(beta_1, step))
-            new_v = new_v / (1.0 - ops.power(beta_2, step))
-        update = new_m / (ops.sqrt(new_v) + ops.cast(self.epsilon, dtype))
-        if self._use_weight_decay_by_index[index]:
-            update = update + ops.cast(self.weight_decay, dtype) * variable
-        self.assign_sub(variable, learning_rate * update)
+        update = self.adam_update(gradient, variable, bias_correction=self.bias_correction)
+        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * update)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-                "weight_decay": self.weight_decay,
-                "exclude_from_weight_decay": (
-                    None if self.exclude_from_weight_decay is None else list(self.exclude_from_weight_decay)
-                ),
-                "bias_correction": self.bias_correction,
-            }
-        )
-        return config
+        return {**super().get_config(), "bias_correction": self.bias_correction}

@@ -1,77 +1,19 @@
 """LAMB: layer-wise adaptive moments, with ALBERT's weight-decay and layer-adaptation exclusions."""
 
-import re
-
 import keras
-import tensorflow as tf
 from keras import ops
 
-# The exclusion list of ALBERT, BERT and the 2020 reference: no weight decay on LayerNorm parameters nor biases.
-EXCLUDE_FROM_WEIGHT_DECAY = ("LayerNorm", "layer_norm", "bias")
-
-
-def check_patterns(patterns, argument):
-    """Validates a list of regexes given for `argument`; returns it as a tuple (or None)."""
-    if patterns is None:
-        return None
-    if isinstance(patterns, str):
-        raise ValueError(
-            f"`{argument}` must be a list of regular expressions, not a single string. "
-            f"Received: {argument}={patterns!r}; did you mean [{patterns!r}]?"
-        )
-    patterns = tuple(patterns)
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except (re.error, TypeError) as error:
-            raise ValueError(
-                f"`{argument}` holds an invalid regular expression {pattern!r}: {error}"
-            ) from None
-    return patterns
-
-
-def matches_any(patterns, path):
-    """True when one of `patterns` is found (`re.search`) in the variable path `path`."""
-    return any(re.search(pattern, path) is not None for pattern in patterns or ())
-
-
-def variable_path(variable):
-    """The full path of a Keras variable (`model/layer/.../kernel`), or the name of a raw backend variable."""
-    return getattr(variable, "path", None) or variable.name
-
-
-def dense_gradient(gradient):
-    """Embedding gradients arrive as `tf.IndexedSlices`; moments and norms need the dense tensor (duplicates summed)."""
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.convert_to_tensor(gradient)
-    return gradient
-
-
-def as_learning_rate(learning_rate):
-    # Keras' base optimizer accepts floats, schedules and callables, but rejects a plain int such as 1.
-    if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
-        return float(learning_rate)
-    return learning_rate
-
-
-def resolve_weight_decay(weight_decay, kwargs):
-    """Returns the weight-decay rate given as `weight_decay` or as TF Addons' older name `weight_decay_rate`."""
-    if "weight_decay_rate" in kwargs:
-        rate = kwargs.pop("weight_decay_rate")
-        if weight_decay not in (None, 0.0) and rate != weight_decay:
-            raise ValueError(
-                "Pass the weight-decay rate once, as `weight_decay` (or its alias `weight_decay_rate`). "
-                f"Received: weight_decay={weight_decay}, weight_decay_rate={rate}"
-            )
-        weight_decay = rate
-    weight_decay = 0.0 if weight_decay is None else float(weight_decay)
-    if weight_decay < 0:
-        raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
-    return weight_decay
+from keras_albert.optimizers.base import (  # noqa: F401 (EXCLUDE_FROM_WEIGHT_DECAY is public here)
+    EXCLUDE_FROM_WEIGHT_DECAY,
+    AdamWithDecay,
+    as_list,
+    check_patterns,
+    matches_any,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_albert")
-class LAMB(keras.optimizers.Optimizer):
+class LAMB(AdamWithDecay):
     """LAMB optimizer with TensorFlow Addons' update rule, as ALBERT was pretrained with.
 
     Layer-wise Adaptive Moments for Batch training (You et al., 2019, "Large Batch Optimization for Deep Learning:
@@ -130,14 +72,8 @@ class LAMB(keras.optimizers.Optimizer):
         name="LAMB",
         **kwargs,
     ):
-        weight_decay = resolve_weight_decay(weight_decay, kwargs)
-        # Keras' `weight_decay` argument would add a second, decoupled decay: it stays None in the base class.
-        super().__init__(learning_rate=as_learning_rate(learning_rate), name=name, **kwargs)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.weight_decay = weight_decay
-        self.exclude_from_weight_decay = check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, exclude_from_weight_decay, name,
+                         **kwargs)
         self.exclude_from_layer_adaptation = check_patterns(
             exclude_from_layer_adaptation, "exclude_from_layer_adaptation"
         )
@@ -146,44 +82,16 @@ class LAMB(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
-        # `update_step` may receive the backend variable, which has no `.path`: decide here, look up by index there.
         adaptation_patterns = (
             self.exclude_from_weight_decay
             if self.exclude_from_layer_adaptation is None
             else self.exclude_from_layer_adaptation
         )
-        paths = [variable_path(variable) for variable in var_list]
-        self._use_weight_decay_by_index = tuple(not matches_any(self.exclude_from_weight_decay, p) for p in paths)
-        self._use_layer_adaptation_by_index = tuple(not matches_any(adaptation_patterns, p) for p in paths)
-
-    def _apply_weight_decay(self, variables):
-        # The decay is part of the LAMB update (before the trust ratio), applied in `update_step`.
-        return
+        self._use_layer_adaptation_by_index = tuple(not matches_any(adaptation_patterns, p) for p in self._paths)
 
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient), dtype)
-        learning_rate = ops.cast(learning_rate, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
-        beta_1 = ops.cast(self.beta_1, dtype)
-        beta_2 = ops.cast(self.beta_2, dtype)
-
-        m = self._momentums[index]
-        v = self._velocities[index]
-        new_m = beta_1 * m + (1.0 - beta_1) * gradient
-        new_v = beta_2 * v + (1.0 - beta_2) * ops.square(gradient)
-        self.assign(m, new_m)
-        self.assign(v, new_v)
-
-        m_hat = new_m / (1.0 - ops.power(beta_1, step))
-        v_hat = new_v / (1.0 - ops.power(beta_2, step))
-        update = m_hat / (ops.sqrt(v_hat) + ops.cast(self.epsilon, dtype))
-        if self._use_weight_decay_by_index[index]:
-            update = update + ops.cast(self.weight_decay, dtype) * variable
-
-        if self._use_layer_adaptation_by_index[index]:
+        update = self.adam_update(gradient, variable)
+        if self._use_layer_adaptation_by_index[self._get_variable_index(variable)]:
             weight_norm = ops.sqrt(ops.sum(ops.square(variable)))
             update_norm = ops.sqrt(ops.sum(ops.square(update)))
             safe_update_norm = ops.where(update_norm > 0, update_norm, ops.ones_like(update_norm))
@@ -193,22 +101,7 @@ class LAMB(keras.optimizers.Optimizer):
                 ops.ones_like(weight_norm),
             )
             update = ratio * update
-        self.assign_sub(variable, learning_rate * update)
+        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * update)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-                "weight_decay": self.weight_decay,
-                "exclude_from_weight_decay": _as_list(self.exclude_from_weight_decay),
-                "exclude_from_layer_adaptation": _as_list(self.exclude_from_layer_adaptation),
-            }
-        )
-        return config
-
-
-def _as_list(patterns):
-    return None if patterns is None else list(patterns)
+        return {**super().get_config(), "exclude_from_layer_adaptation": as_list(self.exclude_from_layer_adaptation)}
