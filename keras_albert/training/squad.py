@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import sys
 
 from keras_albert.errors import UserInputError
 
@@ -612,7 +613,8 @@ def run(args):
         f"{total_steps} steps of {rows_per_step} rows on {strategy.num_replicas_in_sync} replica(s), "
         f"{num_workers} worker(s)"
     )
-    verbose = "auto" if index == 0 else 0
+    # A progress bar on a terminal; one line per epoch in a log file (a bar redrawn there floods it).
+    verbose = (1 if sys.stdout.isatty() else 2) if index == 0 else 0
     finetune_squad(
         model,
         train_features,
