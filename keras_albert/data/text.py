@@ -19,16 +19,36 @@ GZIP_MAGIC = b"\x1f\x8b"
 _ABBREVIATIONS = frozenset(
     "mr mrs ms messrs dr st jr sr rev col capt gen lt sgt esq prof hon mme mlle mt no vol ch fig vs etc viz cf".split()
 )
-# A candidate sentence end: terminal punctuation, optional closing quotes or brackets, a space, then something that
-# can start a sentence (an opening quote or bracket, a capital, a digit). Text is whitespace-collapsed first, with
-# paragraph ends marked "\x00" and document ends "\x00\x01", which are boundaries too.
+
+
+def _not_after_abbreviation():
+    """Negative lookbehinds (one per word length, as Python's lookbehinds are fixed-width) that fail when the full
+    stop just matched ends a whole ASCII word that is an abbreviation (any case) or a single letter."""
+    by_length = {1: ["[A-Za-z]"]}
+    for word in sorted(_ABBREVIATIONS):
+        by_length.setdefault(len(word), []).append("".join(f"[{c.upper()}{c}]" for c in word))
+    return "".join(
+        rf"(?<!(?<![A-Za-z])(?:{'|'.join(words)})\.)" for _, words in sorted(by_length.items())
+    )
+
+
+# A sentence end: terminal punctuation, optional closing quotes or brackets, a space, then something that can start a
+# sentence (an opening quote or bracket, a capital, a digit). A lone full stop after an abbreviation or an initial is
+# not one. Group 1 is the end without its space. Text is whitespace-collapsed first, with paragraph ends marked
+# "\x00" and document ends "\x00\x01"; `_split` turns sentence ends into "\x00" too, then splits with str.split
+# (a regex substitution and C string splits instead of a Python loop over every match: several times faster).
 # (One leading character class lets the regex engine skip quickly to candidates.)
-_BOUNDARY = re.compile(
-    r"""[.!?\x00](?:(?<=[.!?])[.!?]*["'\u201d\u2019)\]_]* (?=["'\u201c\u2018(\[_]*[A-Z0-9])|(?<=\x00)(\x01)?)"""
+_SENTENCE_END = re.compile(
+    r"""([.!?](?:(?<=[!?])[.!?]*|(?<=\.)(?:[.!?]+|(?=["'\u201d\u2019)\]_])|"""
+    + _not_after_abbreviation()
+    + r"""))["'\u201d\u2019)\]_]*) (?=["'\u201c\u2018(\[_]*[A-Z0-9])"""
 )
-_LAST_WORD = re.compile(r"([A-Za-z]+)$")
-_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
-_OTHER_WHITESPACE = re.compile(r"[^\S \n]")
+# A paragraph or document break with the spaces after it (its marker rarely follows a space, and a leading
+# `[^\S\n]*` would make the regex try at every space).
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+[^\S\n]*")
+# Whitespace other than " " and "\n" (Unicode has none above U+3000): `in` tests for these few characters are far
+# faster than a regex scan.
+_OTHER_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \n")
 _SPACES = re.compile(r"  +")
 
 
@@ -134,34 +154,22 @@ def split_documents(text, document_break_lines=1):
 
     # One pass over the whole text: mark paragraph and document ends, collapse whitespace, then split.
     marked = _BLANK_LINES.sub(marker, text)
-    if _OTHER_WHITESPACE.search(marked):
+    if any(space in marked for space in _OTHER_WHITESPACE):
         collapsed = " ".join(marked.split())
     else:  # only spaces and newlines: the same result, three times faster
         collapsed = _SPACES.sub(" ", marked.replace("\n", " ")).strip(" ")
-    return _split(collapsed.replace(" \x00", "\x00").replace("\x00 ", "\x00").replace("\x01 ", "\x01"))
+    for spaced, bare in ((" \x00", "\x00"), ("\x00 ", "\x00"), ("\x01 ", "\x01")):
+        if spaced in collapsed:  # a search is much cheaper than a copy of the text
+            collapsed = collapsed.replace(spaced, bare)
+    return _split(collapsed)
 
 
 def _split(collapsed):
-    documents, document = [], []
-    start = 0
-    for boundary in _BOUNDARY.finditer(collapsed):
-        stop = boundary.start()
-        if collapsed[stop] in ".!?":
-            if collapsed[stop] == "." and boundary.end() - stop == 2:  # a lone full stop: abbreviation or initial?
-                word = _LAST_WORD.search(collapsed, max(start, stop - 8), stop)
-                if word and (len(word.group(1)) == 1 or word.group(1).lower() in _ABBREVIATIONS):
-                    continue
-            document.append(collapsed[start : boundary.end() - 1])
-        elif stop > start:
-            document.append(collapsed[start:stop])
-        start = boundary.end()
-        if boundary.group(1) and document:
-            documents.append(document)
-            document = []
-    if start < len(collapsed):
-        document.append(collapsed[start:])
-    if document:
-        documents.append(document)
+    documents = []
+    for document in _SENTENCE_END.sub("\\1\x00", collapsed).split("\x00\x01"):
+        sentences = [sentence for sentence in document.split("\x00") if sentence]
+        if sentences:
+            documents.append(sentences)
     return documents
 
 
