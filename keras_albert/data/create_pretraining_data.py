@@ -129,7 +129,7 @@ def create_pretraining_data(
         with _Executor(settings["workers"], corpus, tables, settings) as executor:
             # Without google-crc32c, TensorFlow (for its TFRecord writer) loads only now, after the workers fork.
             writer = _ShardWriter(shard_paths, settings["seed"])
-            bar = _progress(None, progress, "instances", "chunk", total=len(tasks))
+            bar = _progress(progress, "instances", "chunk", total=len(tasks))
             for blob, ends, stats in executor.map(_run_task, tasks):
                 totals.add(stats)
                 writer.write(_unpack(blob, ends))
@@ -228,13 +228,20 @@ def _prepare_output_dir(output_dir, num_shards):
     return [os.path.join(output_dir, SHARD_NAME.format(index=i, count=num_shards)) for i in range(num_shards)]
 
 
-def _progress(iterable, enabled, description, unit, total=None):
+def _progress(enabled, description, unit, total=None):
+    if not enabled:  # spares the import of tqdm.auto (tens of ms) on a machine whose cores are all at work
+        return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(
-        iterable, total=total, desc=description, unit=unit, unit_scale=True, disable=not enabled, file=sys.stderr,
-        leave=False,
-    )
+    return tqdm(total=total, desc=description, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
+
+
+class _NoProgress:
+    def update(self, count):
+        pass
+
+    def close(self):
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,16 +279,18 @@ class _Corpus:
 
 
 def _tokenize(paths, tokenizer, settings, progress):
-    pieces = [piece for path in paths for piece in _pieces(text.read_text(path), settings["document_break_lines"])]
+    breaks = settings["document_break_lines"]
+    # A generator: the pool's feeder thread reads and cuts the next file while the workers tokenize the pieces
+    # already cut, instead of every file being read before any work starts.
+    work = ((piece, breaks) for path in paths for piece in _pieces(text.read_text(path), breaks))
     document_sizes, lengths, tokens = [], [], []
-    bar = _progress(None, progress, "tokenizing", "char", total=sum(map(len, pieces)))
-    work = [(piece, settings["document_break_lines"]) for piece in pieces]
-    with _Executor(min(settings["workers"], max(1, len(pieces))), tokenizer=tokenizer) as executor:
-        for (sizes, piece_lengths, piece_tokens), (piece, _) in zip(executor.map(_tokenize_piece, work), work):
+    bar = _progress(progress, "tokenizing", "token")
+    with _Executor(settings["workers"], tokenizer=tokenizer) as executor:
+        for sizes, piece_lengths, piece_tokens in executor.map(_tokenize_piece, work):
             document_sizes.append(sizes)
             lengths.append(piece_lengths)
             tokens.append(piece_tokens)
-            bar.update(len(piece))
+            bar.update(len(piece_tokens))
     bar.close()
     document_sizes = np.concatenate(document_sizes) if document_sizes else np.zeros(0, np.int64)
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
@@ -445,8 +454,9 @@ def _run_task(task):
         records.extend(batch.serialize())
         stats = batch.stats if stats is None else _add_stats(stats, batch.stats)
     rng.shuffle(records)
-    if _crc32c() is not None:
-        records = [_frame(record) for record in records]
+    crc = _crc32c()
+    if crc is not None:
+        records = [_frame(record, crc) for record in records]
     # One bytes object and the record ends travel between processes far faster than thousands of small ones.
     return b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64), stats
 
@@ -831,15 +841,21 @@ def _crc32c():
     return value
 
 
-def _masked_crc(data):
-    crc = _crc32c()(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+def _masked_crc(data, crc):
+    value = crc(data)
+    return ((((value >> 15) | (value << 17)) + 0xA282EAD8) & 0xFFFFFFFF).to_bytes(4, "little")
 
 
-def _frame(record):
+@functools.lru_cache(maxsize=1 << 12)
+def _frame_header(length, crc):
+    """A record's length (uint64) and its masked CRC-32C: few distinct lengths, so computed once each."""
+    data = length.to_bytes(8, "little")
+    return data + _masked_crc(data, crc)
+
+
+def _frame(record, crc):
     """One TFRecord: length (uint64), its masked CRC-32C, the data, the data's masked CRC-32C (little-endian)."""
-    length = len(record).to_bytes(8, "little")
-    return length + _masked_crc(length).to_bytes(4, "little") + record + _masked_crc(record).to_bytes(4, "little")
+    return _frame_header(len(record), crc) + record + _masked_crc(record, crc)
 
 
 class _ShardWriter:
