@@ -477,6 +477,11 @@ def _check_checkpoint_kind(args):
         )
     if args.load_from == "checkpoint" and is_hf:
         raise UserInputError(f"--checkpoint_path {path}: a Hugging Face directory; use --load_from huggingface")
+    if args.load_from == "checkpoint" and os.path.isfile(path) and not path.endswith(".keras"):
+        raise UserInputError(
+            f"--checkpoint_path {path}: not a .keras model, a checkpoint prefix (ckpt-N), a checkpoints directory "
+            "or a run directory"
+        )
 
 
 def _load_pretrained(path):
