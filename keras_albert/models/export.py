@@ -1,8 +1,8 @@
 """`keras-albert export`: a pretraining run's model as a Hugging Face directory, tokenizer files beside it.
 
 The output (`config.json`, `model.safetensors`, and `spiece.model` or `vocab.txt` with the tokenizer configs) loads
-unchanged in transformers: `AutoModelForPreTraining.from_pretrained(output_dir)` for a pretraining model,
-`AutoModelForQuestionAnswering` for a SQuAD model.
+unchanged in transformers: its `AutoModelForPreTraining` reads the directory of a pretraining model,
+`AutoModelForQuestionAnswering` that of a SQuAD model.
 
 Command line:
     keras-albert export --checkpoint_path runs/albert-base --output_dir albert-base-hf
