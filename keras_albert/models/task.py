@@ -22,9 +22,6 @@ from keras_albert.training.multi_worker import MultiWorkerTrainerMixin
 
 logger = logging.getLogger("keras_albert")
 
-BACKBONE_INPUTS = ("input_ids", "input_mask", "segment_ids")
-
-
 def _all_reduce_sum(values):
     """Sums a list of tensors over replicas (tf.distribute) or ranks (Horovod); identity on one."""
     context = tf.distribute.get_replica_context()
@@ -71,14 +68,16 @@ def _split_micro_batches(data, num_micro_batches):
 class Task(MultiWorkerTrainerMixin, keras.Model):
     """A backbone with a task head, trained one large batch per `train_step`.
 
-    Subclasses build the functional graph and define `_loss_terms` (per-micro-batch sums and counts) and
-    `_local_denominators` (what the sums are divided by, before the all-reduce).
+    Subclasses build the functional graph and define `_loss_terms` (per-micro-batch sums, keyed by
+    `numerator_names`), `_local_denominators` (this replica's values of `denominator_names`, all-reduced before the
+    loss) and `_loss_from_terms` (the loss from sums and global denominators).
     """
 
-    # names of the (numerator, denominator) pairs reported as metrics, set by subclasses
-    metric_names = ()
-    # the numerators that make up the loss that is differentiated
-    loss_names = ()
+    head_arguments = ()  # constructor arguments of the head, stored and returned by get_config
+    input_names_used = ()  # the model's inputs; the other keys of a batch are labels
+    numerator_names = ()  # sums accumulated over micro-batches and replicas
+    denominator_names = ()  # global totals the sums are divided by
+    metric_names = {}  # logged metric -> (numerator, denominator)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
