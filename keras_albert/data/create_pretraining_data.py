@@ -30,9 +30,12 @@ import itertools
 import json
 import multiprocessing
 import os
+import pickle
 import random
 import re
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -115,24 +118,29 @@ def create_pretraining_data(
     paths = text.resolve_inputs(inputs)
     shard_paths = _prepare_output_dir(output_dir, num_shards)
 
-    # 1. Read, split into documents and sentences, and tokenize (each sentence once), in pieces of whole documents.
-    corpus = _tokenize(paths, tokenizer, settings, progress)
-    if corpus.num_tokens < 2:
-        raise UserInputError(f"--input: corpus too small for one instance ({corpus.num_tokens} tokens)")
-
-    # 2. Instances, masked and serialized in parallel, one seeded task per (copy, chunk of documents).
-    tables = _Tables.from_tokenizer(tokenizer)
-    tasks = _plan_tasks(corpus, settings)
     totals = _Totals(max_ngram=settings["max_ngram"])
-    writer = None
+    writer = spill = None
     try:
-        with _Executor(settings["workers"], corpus, tables, settings) as executor:
+        if settings["workers"] > 1:  # the corpus reaches the workers, and their records come back, in files
+            spill = tempfile.mkdtemp(prefix="keras-albert-records-", dir=_spill_root())
+        # One pool for both steps, started once.
+        with _Executor(settings["workers"], tokenizer=tokenizer, spill=spill) as executor:
+            # 1. Read, split into documents and sentences, and tokenize (each sentence once), in pieces of whole
+            # documents.
+            corpus = _tokenize(paths, executor, settings, progress)
+            if corpus.num_tokens < 2:
+                raise UserInputError(f"--input: corpus too small for one instance ({corpus.num_tokens} tokens)")
+
+            # 2. Instances, masked and serialized in parallel, one seeded task per (copy, chunk of documents).
+            tables = _Tables.from_tokenizer(tokenizer)
+            tasks = _plan_tasks(corpus, settings)
+            executor.share(corpus=corpus, tables=tables, settings=settings)
             # Without google-crc32c, TensorFlow (for its TFRecord writer) loads only now, after the workers fork.
             writer = _ShardWriter(shard_paths, settings["seed"])
             bar = _progress(progress, "instances", "chunk", total=len(tasks))
             for blob, ends, stats in executor.map(_run_task, tasks):
                 totals.add(stats)
-                writer.write(_unpack(blob, ends))
+                writer.write(_unpack(_take(blob) if spill else blob, ends))
                 bar.update(1)
             bar.close()
         writer.close()
@@ -140,6 +148,9 @@ def create_pretraining_data(
         if writer is not None:
             writer.abort()
         raise
+    finally:
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
     if totals.instances == 0:
         writer.discard()
         raise UserInputError(
@@ -278,19 +289,18 @@ class _Corpus:
         return int(self.sentence_starts.size - 1)
 
 
-def _tokenize(paths, tokenizer, settings, progress):
+def _tokenize(paths, executor, settings, progress):
     breaks = settings["document_break_lines"]
     # A generator: the pool's feeder thread reads and cuts the next file while the workers tokenize the pieces
     # already cut, instead of every file being read before any work starts.
     work = ((piece, breaks) for path in paths for piece in _pieces(text.read_text(path), breaks))
     document_sizes, lengths, tokens = [], [], []
     bar = _progress(progress, "tokenizing", "token")
-    with _Executor(settings["workers"], tokenizer=tokenizer) as executor:
-        for sizes, piece_lengths, piece_tokens in executor.map(_tokenize_piece, work):
-            document_sizes.append(sizes)
-            lengths.append(piece_lengths)
-            tokens.append(piece_tokens)
-            bar.update(len(piece_tokens))
+    for sizes, piece_lengths, piece_tokens in executor.map(_tokenize_piece, work):
+        document_sizes.append(sizes)
+        lengths.append(piece_lengths)
+        tokens.append(piece_tokens)
+        bar.update(len(piece_tokens))
     bar.close()
     document_sizes = np.concatenate(document_sizes) if document_sizes else np.zeros(0, np.int64)
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
@@ -374,6 +384,11 @@ def _init_worker(state, in_pool=True):
     global _TOKENIZER
     if in_pool:  # one core per worker process
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        # Modules the instance tasks need (numpy.random alone takes ~10 ms), loaded while the main process still
+        # reads and cuts the first input file, rather than in the first instance task.
+        import numpy.random  # noqa: F401
+
+        _crc32c()
     _STATE.clear()
     _STATE.update(state)
     _TOKENIZER = state.get("tokenizer")
@@ -382,9 +397,9 @@ def _init_worker(state, in_pool=True):
 class _Executor:
     """`map` in order over a process pool, or in this process for one worker (the results are the same)."""
 
-    def __init__(self, workers, corpus=None, tables=None, settings=None, tokenizer=None):
+    def __init__(self, workers, tokenizer=None, spill=None):
         self.workers = workers
-        self.state = {"corpus": corpus, "tables": tables, "settings": settings, "tokenizer": tokenizer}
+        self.state = {"tokenizer": tokenizer, "spill": spill}
         self.pool = None
 
     def __enter__(self):
@@ -398,6 +413,17 @@ class _Executor:
             self.saved = (dict(_STATE), _TOKENIZER)
             _init_worker(self.state, in_pool=False)
         return self
+
+    def share(self, **state):
+        """Make `state` (the corpus, tables and settings) `_STATE` of every worker: pickled once into the spill
+        directory, where each pool worker loads it at its first task, or set here without a pool."""
+        if self.pool is None:
+            _STATE.update(state)
+            return
+        path = os.path.join(self.state["spill"], "state.pickle")
+        with open(path + ".tmp", "wb") as file:
+            pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(path + ".tmp", path)
 
     def map(self, function, items):
         if self.pool is None:
@@ -436,6 +462,9 @@ def _plan_tasks(corpus, settings):
 
 def _run_task(task):
     copy, index, documents = task
+    if "corpus" not in _STATE:  # a pool worker's first instance task
+        with open(os.path.join(_STATE["spill"], "state.pickle"), "rb") as file:
+            _STATE.update(pickle.load(file))
     corpus, tables, settings = _STATE["corpus"], _STATE["tables"], _STATE["settings"]
     seed_sequence = np.random.SeedSequence([settings["seed"] & 0xFFFFFFFF, copy, index])
     generator = np.random.Generator(np.random.PCG64(seed_sequence))
@@ -457,13 +486,35 @@ def _run_task(task):
     crc = _crc32c()
     if crc is not None:
         records = [_frame(record, crc) for record in records]
-    # One bytes object and the record ends travel between processes far faster than thousands of small ones.
-    return b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64), stats
+    # One bytes object and the record ends, not thousands of small objects; from a pool worker, in a file (the
+    # name travels back), which spares the main process unpickling megabytes from the pipe while it writes shards.
+    blob, ends = b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64)
+    if _STATE.get("spill"):
+        path = os.path.join(_STATE["spill"], f"{copy}-{index}.records")
+        with open(path, "wb") as file:
+            file.write(blob)
+        blob = path
+    return blob, ends, stats
+
+
+def _spill_root():
+    """Where workers leave their records for the main process: memory-backed /dev/shm when there is one."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _take(path):
+    """A worker's records file, read and removed."""
+    with open(path, "rb") as file:
+        blob = file.read()
+    os.unlink(path)
+    return blob
 
 
 def _unpack(blob, ends):
+    """The records of a task as views into its blob (no copies; the shard writer joins them)."""
+    view = memoryview(blob)
     starts = [0, *ends[:-1].tolist()]
-    return [blob[start:end] for start, end in zip(starts, ends.tolist())]
+    return [view[start:end] for start, end in zip(starts, ends.tolist())]
 
 
 def _add_stats(total, more):
@@ -923,10 +974,16 @@ class _ShardWriter:
 
 class _FileWriter:
     def __init__(self, path):
-        self.file = open(path, "wb")
+        self.file = open(path, "wb", buffering=0)
 
     def write_all(self, framed_records):
-        self.file.write(b"".join(framed_records))
+        """Gathered writes straight from the records' buffers (no joined copy), 1024 (IOV_MAX) at a time."""
+        for start in range(0, len(framed_records), 1024):
+            batch = framed_records[start : start + 1024]
+            written = os.writev(self.file.fileno(), batch)
+            rest = memoryview(b"".join(batch))[written:] if written < sum(map(len, batch)) else b""
+            while rest:  # a short write (rare on a regular file): the remainder, plainly
+                rest = rest[self.file.write(rest) :]
 
     def close(self):
         self.file.close()
@@ -940,7 +997,7 @@ class _TensorFlowWriter:
 
     def write_all(self, records):
         for record in records:
-            self.writer.write(record)
+            self.writer.write(bytes(record))
 
     def close(self):
         self.writer.close()
