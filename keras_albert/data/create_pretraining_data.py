@@ -263,6 +263,8 @@ class _Corpus:
     """All documents as one flat token array: sentence `s` is `tokens[sentence_starts[s]:sentence_starts[s + 1]]`,
     document `d` is sentences `document_starts[d]` to `document_starts[d + 1]`."""
 
+    ARRAYS = ("tokens", "sentence_starts", "document_starts")  # the constructor's arguments
+
     def __init__(self, tokens, sentence_starts, document_starts):
         self.tokens = tokens
         self.sentence_starts = sentence_starts
@@ -414,16 +416,21 @@ class _Executor:
             _init_worker(self.state, in_pool=False)
         return self
 
-    def share(self, **state):
-        """Make `state` (the corpus, tables and settings) `_STATE` of every worker: pickled once into the spill
-        directory, where each pool worker loads it at its first task, or set here without a pool."""
+    def share(self, corpus, **state):
+        """Make `corpus` and `state` (tables and settings) `_STATE` of every worker, or set them here without a pool.
+
+        For a pool, written once into the spill directory, where each worker loads them at its first instance
+        task (`_load_shared`): the corpus arrays as .npy files that the workers map (one copy in memory, whatever
+        the number of workers), the rest pickled.
+        """
         if self.pool is None:
-            _STATE.update(state)
+            _STATE.update(state, corpus=corpus)
             return
-        path = os.path.join(self.state["spill"], "state.pickle")
-        with open(path + ".tmp", "wb") as file:
+        spill = self.state["spill"]
+        for name in _Corpus.ARRAYS:
+            np.save(os.path.join(spill, f"corpus-{name}.npy"), getattr(corpus, name))
+        with open(os.path.join(spill, "state.pickle"), "wb") as file:
             pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(path + ".tmp", path)
 
     def map(self, function, items):
         if self.pool is None:
@@ -463,8 +470,7 @@ def _plan_tasks(corpus, settings):
 def _run_task(task):
     copy, index, documents = task
     if "corpus" not in _STATE:  # a pool worker's first instance task
-        with open(os.path.join(_STATE["spill"], "state.pickle"), "rb") as file:
-            _STATE.update(pickle.load(file))
+        _load_shared(_STATE["spill"])
     corpus, tables, settings = _STATE["corpus"], _STATE["tables"], _STATE["settings"]
     seed_sequence = np.random.SeedSequence([settings["seed"] & 0xFFFFFFFF, copy, index])
     generator = np.random.Generator(np.random.PCG64(seed_sequence))
@@ -495,6 +501,14 @@ def _run_task(task):
             file.write(blob)
         blob = path
     return blob, ends, stats
+
+
+def _load_shared(spill):
+    """What `_Executor.share` left in `spill`, into this worker's `_STATE`."""
+    with open(os.path.join(spill, "state.pickle"), "rb") as file:
+        _STATE.update(pickle.load(file))
+    arrays = [np.asarray(np.load(os.path.join(spill, f"corpus-{name}.npy"), mmap_mode="r")) for name in _Corpus.ARRAYS]
+    _STATE["corpus"] = _Corpus(*arrays)
 
 
 def _spill_root():
