@@ -30,7 +30,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import pickle
 import random
 import re
 import shutil
@@ -354,6 +353,9 @@ def _tokenize_piece(work):
 class _Tables:
     """Per-vocabulary lookups the masking needs, small enough to send to every worker."""
 
+    ARRAYS = ("word_start", "replacement_ids")
+    SCALARS = ("pad_id", "cls_id", "sep_id", "mask_id", "vocab_size")
+
     def __init__(self, word_start, replacement_ids, pad_id, cls_id, sep_id, mask_id, vocab_size):
         self.word_start = word_start
         self.replacement_ids = replacement_ids
@@ -416,21 +418,24 @@ class _Executor:
             _init_worker(self.state, in_pool=False)
         return self
 
-    def share(self, corpus, **state):
-        """Make `corpus` and `state` (tables and settings) `_STATE` of every worker, or set them here without a pool.
+    def share(self, corpus, tables, settings):
+        """Make `corpus`, `tables` and `settings` `_STATE` of every worker, or set them here without a pool.
 
         For a pool, written once into the spill directory, where each worker loads them at its first instance
-        task (`_load_shared`): the corpus arrays as .npy files that the workers map (one copy in memory, whatever
-        the number of workers), the rest pickled.
+        task (`_load_shared`): the arrays as .npy files that the workers map (one copy of the corpus in memory,
+        whatever the number of workers), the scalars as JSON.
         """
         if self.pool is None:
-            _STATE.update(state, corpus=corpus)
+            _STATE.update(corpus=corpus, tables=tables, settings=settings)
             return
         spill = self.state["spill"]
         for name in _Corpus.ARRAYS:
             np.save(os.path.join(spill, f"corpus-{name}.npy"), getattr(corpus, name))
-        with open(os.path.join(spill, "state.pickle"), "wb") as file:
-            pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
+        for name in _Tables.ARRAYS:
+            np.save(os.path.join(spill, f"tables-{name}.npy"), getattr(tables, name))
+        scalars = {name: getattr(tables, name) for name in _Tables.SCALARS}
+        with open(os.path.join(spill, "state.json"), "w", encoding="utf-8") as file:
+            json.dump({"settings": settings, "tables": scalars}, file)
 
     def map(self, function, items):
         if self.pool is None:
@@ -505,8 +510,10 @@ def _run_task(task):
 
 def _load_shared(spill):
     """What `_Executor.share` left in `spill`, into this worker's `_STATE`."""
-    with open(os.path.join(spill, "state.pickle"), "rb") as file:
-        _STATE.update(pickle.load(file))
+    with open(os.path.join(spill, "state.json"), encoding="utf-8") as file:
+        state = json.load(file)
+    tables = {name: np.load(os.path.join(spill, f"tables-{name}.npy")) for name in _Tables.ARRAYS}
+    _STATE.update(settings=state["settings"], tables=_Tables(**tables, **state["tables"]))
     arrays = [np.asarray(np.load(os.path.join(spill, f"corpus-{name}.npy"), mmap_mode="r")) for name in _Corpus.ARRAYS]
     _STATE["corpus"] = _Corpus(*arrays)
 
