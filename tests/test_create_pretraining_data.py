@@ -287,6 +287,36 @@ def _shard_bytes(directory):
     }
 
 
+@pytest.mark.parametrize(
+    "model_type, settings",
+    [
+        ("albert", {}),
+        ("albert", {"max_seq_length": 512, "max_predictions_per_seq": 76, "no_masking": True}),
+        ("albert", {"masking": "token", "short_seq_prob": 0.5, "max_seq_length": 24, "max_predictions_per_seq": 3}),
+        ("bert", {}),
+        ("bert", {"masking": "whole_word", "max_seq_length": 64}),
+        ("bert", {"model_type": "albert", "masking": "ngram", "max_ngram": 4}),
+    ],
+)
+def test_compiled_and_numpy_builders_write_identical_records(model_type, settings, monkeypatch):
+    """The compiled builder (`_instances.c`) against its NumPy twin: the same bytes and counts for every mode."""
+    if cpd._compiled() is None:
+        if os.environ.get("KERAS_ALBERT_REQUIRE_COMPILED"):
+            pytest.fail("keras_albert.data._instances was not compiled by the install")
+        pytest.skip("this install has no compiled instance builder")
+    tokenizer = trained_tokenizer_dir(model_type)
+    name = f"{model_type}-" + "-".join(f"{key}={value}" for key, value in settings.items())
+    compiled, compiled_summary = run(f"compiled-{name}", tokenizer, dupe_factor=2, **settings)
+    monkeypatch.setattr(cpd, "_compiled", lambda: None)
+    numpy, numpy_summary = run(f"numpy-{name}", tokenizer, dupe_factor=2, **settings)
+    assert compiled_summary["settings"]["builder"] == "compiled" and numpy_summary["settings"]["builder"] == "numpy"
+    shards = _shard_bytes(compiled)
+    assert sum(map(len, shards.values())) > 100_000
+    assert shards == _shard_bytes(numpy)
+    for key in ("instances", "tokens", "masked_tokens", "replaced_by_mask_share", "ngram_counts", "ngram_drawn_counts"):
+        assert compiled_summary[key] == numpy_summary[key], key
+
+
 def test_same_seed_byte_identical_with_one_and_two_workers():
     tokenizer = trained_tokenizer_dir("albert")
     one, summary_one = run("workers-1", tokenizer, dupe_factor=2, num_shards=3, workers=1)
@@ -340,8 +370,9 @@ def test_framing_is_tensorflows_tfrecord_writer(albert, monkeypatch):
             for record in tf.data.TFRecordDataset(os.path.join(albert["dir"], name)):
                 writer.write(record.numpy())
         assert open(path, "rb").read() == data
-    # Without google-crc32c, TensorFlow's writer frames the same records: the same bytes.
+    # Without the compiled builder and google-crc32c, TensorFlow's writer frames the same records: the same bytes.
     monkeypatch.setattr(cpd, "_crc32c", lambda: None)
+    monkeypatch.setattr(cpd, "_compiled", lambda: None)
     fallback, _ = run("albert-ngram-tf-writer", trained_tokenizer_dir("albert"))
     assert _shard_bytes(fallback) == _shard_bytes(albert["dir"])
 

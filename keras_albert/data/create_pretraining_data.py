@@ -11,9 +11,13 @@ replaces 80% by `[MASK]`, 10% by a random token, keeps 10%.
 
 Two deliberate differences from Google's scripts: a chunk holding a single sentence is split inside that sentence
 for sentence-order prediction (Google substitutes a random-document segment there, which mixes NSP negatives into
-SOP and unbalances its labels), and every random draw comes from one seeded generator per (copy, document chunk), so
-the output is byte-identical for a seed whatever `--workers` (Google's n-gram sampling calls the unseeded global NumPy
-generator).
+SOP and unbalances its labels), and every random draw comes from counter-based streams keyed by (seed, copy, document
+chunk, instance), so the output is byte-identical for a seed whatever `--workers` (Google's n-gram sampling calls the
+unseeded global NumPy generator).
+
+Instances are built by a compiled module (`_instances.c`) when the install compiled it, else by its NumPy twin in
+this file; both draw the same numbers and write byte-identical records (tested), the compiled one about 15 times
+faster.
 
 The records hold Google's feature spec: `input_ids`, `input_mask`, `segment_ids` int64 [max_seq_length];
 `masked_lm_positions`, `masked_lm_ids` int64 and `masked_lm_weights` float32 [max_predictions_per_seq];
@@ -114,6 +118,10 @@ def create_pretraining_data(
         no_masking=no_masking,
         document_break_lines=document_break_lines,
     )
+    settings["builder"] = "compiled" if _compiled() is not None else "numpy"
+    # Records leave the workers framed as TFRecords (the compiled builder frames them itself); without either the
+    # compiled builder or google-crc32c, TensorFlow's writer frames them.
+    settings["framed"] = settings["builder"] == "compiled" or _crc32c() is not None
     paths = text.resolve_inputs(inputs)
     shard_paths = _prepare_output_dir(output_dir, num_shards)
 
@@ -135,7 +143,7 @@ def create_pretraining_data(
             tasks = _plan_tasks(corpus, settings)
             executor.share(corpus=corpus, tables=tables, settings=settings)
             # Without google-crc32c, TensorFlow (for its TFRecord writer) loads only now, after the workers fork.
-            writer = _ShardWriter(shard_paths, settings["seed"])
+            writer = _ShardWriter(shard_paths, settings["seed"], settings["framed"])
             bar = _progress(progress, "instances", "chunk", total=len(tasks))
             for blob, ends, stats in executor.map(_run_task, tasks):
                 totals.add(stats)
@@ -347,6 +355,105 @@ def _tokenize_piece(work):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Random numbers: counter-based streams, the same in Python, NumPy and `_instances.c`.
+#   draw(key, i) = splitmix64's finalizer of key + (i + 1) * golden ratio (mod 2^64); a stream's key derives from
+#   its parent's and a child number. Row r of a task masks with its own stream, so the records do not depend on how
+#   rows are grouped or visited, and a compiled loop over rows draws what a NumPy loop over steps draws.
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_REPLACE_COUNTER = 1 << 40  # masked token k's draws: _REPLACE_COUNTER + 2k and + 2k + 1
+
+
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _key(parent, child):
+    return _mix64((parent + _mix64((child + _GOLDEN) & _MASK64)) & _MASK64)
+
+
+def _draw(key, counter):
+    return _mix64((key + (counter + 1) * _GOLDEN) & _MASK64)
+
+
+def _below(x, span):
+    """A draw to an integer in [0, span), span < 2^32: the high 32 bits, scaled."""
+    return ((x >> 32) * span) >> 32
+
+
+class _Stream:
+    """Sequential draws from one stream (`Stream` in `_instances.c`)."""
+
+    def __init__(self, key):
+        self.key, self.counter = key, 0
+
+    def next(self):
+        self.counter += 1
+        return _draw(self.key, self.counter - 1)
+
+    def random(self):
+        return (self.next() >> 11) * 2.0**-53
+
+    def randint(self, low, high):
+        return low + _below(self.next(), high - low + 1)
+
+    def bits(self, count):
+        """Set bits among `count` random bits: Binomial(count, 0.5)."""
+        total = 0
+        while count > 0:
+            x = self.next()
+            total += (x & ((1 << count) - 1) if count < 64 else x).bit_count()
+            count -= 64
+        return total
+
+
+def _mix64_array(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _keys(parent, children):
+    """`_key(parent, child)` for an array of children."""
+    with np.errstate(over="ignore"):
+        children = np.asarray(children).astype(np.uint64)
+        return _mix64_array(np.uint64(parent) + _mix64_array(children + np.uint64(_GOLDEN)))
+
+
+def _draws(keys, counters):
+    """`_draw` element-wise over arrays (or scalars) of keys and counters."""
+    with np.errstate(over="ignore"):
+        counters = np.asarray(counters).astype(np.uint64)
+        return _mix64_array(np.asarray(keys, np.uint64) + (counters + np.uint64(1)) * np.uint64(_GOLDEN))
+
+
+def _uniform_array(x):
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _below_array(x, span):
+    return (((x >> np.uint64(32)) * np.asarray(span).astype(np.uint64)) >> np.uint64(32)).astype(np.int64)
+
+
+def _ngram_thresholds(max_ngram):
+    """Cumulative probabilities of n = 1 .. max_ngram - 1 for p(n) proportional to 1/n."""
+    weights = 1.0 / np.arange(1, max_ngram + 1)
+    return np.ascontiguousarray((np.cumsum(weights) / weights.sum())[:-1], np.float64)
+
+
+def _compiled():
+    """The compiled instance builder, or None when this install has none (the NumPy builder then runs)."""
+    try:
+        from keras_albert.data import _instances
+    except ImportError:
+        return None
+    return _instances
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Worker processes
 
 
@@ -388,11 +495,9 @@ def _init_worker(state, in_pool=True):
     global _TOKENIZER
     if in_pool:  # one core per worker process
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        # Modules the instance tasks need (numpy.random alone takes ~10 ms), loaded while the main process still
-        # reads and cuts the first input file, rather than in the first instance task.
-        import numpy.random  # noqa: F401
-
-        _crc32c()
+        # Modules the instance tasks need, loaded while the main process still reads and cuts the first input
+        # file, rather than in the first instance task.
+        _compiled() or _crc32c()
     _STATE.clear()
     _STATE.update(state)
     _TOKENIZER = state.get("tokenizer")
@@ -477,35 +582,78 @@ def _run_task(task):
     if "corpus" not in _STATE:  # a pool worker's first instance task
         _load_shared(_STATE["spill"])
     corpus, tables, settings = _STATE["corpus"], _STATE["tables"], _STATE["settings"]
-    seed_sequence = np.random.SeedSequence([settings["seed"] & 0xFFFFFFFF, copy, index])
-    generator = np.random.Generator(np.random.PCG64(seed_sequence))
-    rng = random.Random(int(seed_sequence.generate_state(2, np.uint64)[0]))
-    pairs = _PairMaker(corpus, tables, settings, rng)
-    for document in documents:
-        pairs.document(int(document))
-    # Rows of similar length together, so that matrices are only as wide as their longest row.
-    lengths = np.asarray(pairs.a_end) - np.asarray(pairs.a_start) + np.asarray(pairs.b_end) - np.asarray(pairs.b_start)
-    order = np.argsort(lengths, kind="stable")
-    records, stats = [], None
-    for group in np.array_split(order, max(1, -(-len(order) // GROUP_ROWS))):
-        batch = _Batch(corpus, tables, settings, pairs, group)
-        if batch.size and not settings["no_masking"]:
-            batch.mask(generator)
-        records.extend(batch.serialize())
-        stats = batch.stats if stats is None else _add_stats(stats, batch.stats)
-    rng.shuffle(records)
-    crc = _crc32c()
-    if crc is not None:
-        records = [_frame(record, crc) for record in records]
+    task_key = _key(_key(settings["seed"] & _MASK64, copy), index)
+    keys = {name: _key(task_key, stream) for stream, name in enumerate(("pairs", "masks", "order"))}
+    documents = np.ascontiguousarray(documents, np.int64)
+    if settings["builder"] == "compiled":
+        blob, ends, stats = _compiled().build(
+            corpus.tokens,
+            corpus.sentence_starts,
+            corpus.document_starts,
+            tables.word_start,
+            tables.replacement_ids,
+            documents,
+            _ngram_thresholds(settings["max_ngram"]),
+            keys["pairs"],
+            keys["masks"],
+            keys["order"],
+            settings["model_type"] == "albert",
+            settings["model_type"] == "albert",
+            settings["masking"] != "token",
+            settings["no_masking"],
+            settings["framed"],
+            settings["max_seq_length"],
+            settings["max_predictions_per_seq"],
+            settings["max_ngram"],
+            tables.cls_id,
+            tables.sep_id,
+            tables.mask_id,
+            settings["masked_lm_prob"],
+            settings["short_seq_prob"],
+        )
+        ends = np.frombuffer(ends, np.int64)
+    else:
+        blob, ends, stats = _build_with_numpy(corpus, tables, settings, documents, keys)
     # One bytes object and the record ends, not thousands of small objects; from a pool worker, in a file (the
     # name travels back), which spares the main process unpickling megabytes from the pipe while it writes shards.
-    blob, ends = b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64)
     if _STATE.get("spill"):
         path = os.path.join(_STATE["spill"], f"{copy}-{index}.records")
         with open(path, "wb") as file:
             file.write(blob)
         blob = path
     return blob, ends, stats
+
+
+def _build_with_numpy(corpus, tables, settings, documents, keys):
+    """The NumPy twin of `_instances.build`: the same pairs, masks, order and bytes."""
+    pairs = _PairMaker(corpus, tables, settings, _Stream(keys["pairs"]))
+    for document in documents.tolist():
+        pairs.document(document)
+    # Rows of similar length together, so that matrices are only as wide as their longest row.
+    lengths = np.asarray(pairs.a_end) - np.asarray(pairs.a_start) + np.asarray(pairs.b_end) - np.asarray(pairs.b_start)
+    by_length = np.argsort(lengths, kind="stable")
+    records, stats = [None] * len(by_length), None
+    for group in np.array_split(by_length, max(1, -(-len(by_length) // GROUP_ROWS))):
+        batch = _Batch(corpus, tables, settings, pairs, group)
+        if batch.size and not settings["no_masking"]:
+            batch.mask(keys["masks"])
+        for row, record in zip(group.tolist(), batch.serialize()):
+            records[row] = record
+        stats = batch.stats if stats is None else _add_stats(stats, batch.stats)
+    records = [records[row] for row in _shuffled_order(len(records), keys["order"])]
+    if settings["framed"]:
+        crc = _crc32c()
+        records = [_frame(record, crc) for record in records]
+    return b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64), stats
+
+
+def _shuffled_order(count, key):
+    """Fisher-Yates over range(count), position i drawing counter i of the stream `key`."""
+    order = list(range(count))
+    for i in range(count - 1, 0, -1):
+        j = _below(_draw(key, i), i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
 
 
 def _load_shared(spill):
@@ -546,7 +694,10 @@ def _add_stats(total, more):
 
 
 class _PairMaker:
-    """Google's `create_instances_from_document` on sentence index ranges: collects segment pairs and labels."""
+    """Google's `create_instances_from_document` on sentence index ranges: collects segment pairs and labels.
+
+    `rng` is a `_Stream`; the draws, in order, are those of `document_pairs` in `_instances.c`.
+    """
 
     def __init__(self, corpus, tables, settings, rng):
         self.corpus, self.tables, self.settings, self.rng = corpus, tables, settings, rng
@@ -623,7 +774,7 @@ class _PairMaker:
 
         Google removes one token at a time from the longer segment (B on ties), from its front or back with
         probability 0.5 each. The same in closed form: the counts removed from A and B follow from the lengths, and
-        the share taken from each front is Binomial(removed, 0.5), drawn as the popcount of random bits.
+        the share taken from each front is Binomial(removed, 0.5), drawn as the number of set random bits.
         """
         (a0, a1), (b0, b1) = a, b
         length_a, length_b = a1 - a0, b1 - b0
@@ -637,8 +788,8 @@ class _PairMaker:
                 from_b = min(excess, length_b - length_a + 1)
                 rest = excess - from_b
                 from_a, from_b = (rest + 1) // 2, from_b + rest // 2
-            front_a = self.rng.getrandbits(from_a).bit_count() if from_a else 0
-            front_b = self.rng.getrandbits(from_b).bit_count() if from_b else 0
+            front_a = self.rng.bits(from_a) if from_a else 0
+            front_b = self.rng.bits(from_b) if from_b else 0
             a0, a1 = a0 + front_a, a1 - (from_a - front_a)
             b0, b1 = b0 + front_b, b1 - (from_b - front_b)
         self.a_start.append(a0)
@@ -653,6 +804,7 @@ class _Batch:
 
     def __init__(self, corpus, tables, settings, pairs, rows):
         self.tables, self.settings = tables, settings
+        self.rows = np.asarray(rows, np.int64)  # indices of the pairs (their masking streams)
         a0, a1 = np.asarray(pairs.a_start, np.int64)[rows], np.asarray(pairs.a_end, np.int64)[rows]
         b0, b1 = np.asarray(pairs.b_start, np.int64)[rows], np.asarray(pairs.b_end, np.int64)[rows]
         self.labels = np.asarray(pairs.labels, np.int64)[rows]
@@ -694,14 +846,16 @@ class _Batch:
             "ngram_draws": [0] * max_ngram,
         }
 
-    def mask(self, generator):
-        """ALBERT's `create_masked_lm_predictions`, run in lockstep over all rows.
+    def mask(self, masks_key):
+        """ALBERT's `create_masked_lm_predictions`, run in lockstep over all rows (`mask_row` in `_instances.c`).
 
         Units are tokens ("token") or whole words (a word start, or the first token after [CLS]/[SEP]). Units are
-        visited in random order; each draws n (p proportional to 1/n, n no more than the units left), shortened
-        until it fits the row's budget `min(max_predictions, max(1, round(length * masked_lm_prob)))`, and is
-        skipped when it still does not fit or overlaps a chosen n-gram. Chosen tokens: 80% [MASK], 10% random, 10%
-        kept.
+        visited in a random order (an incremental Fisher-Yates shuffle); each draws n (p proportional to 1/n, n no
+        more than the units left), shortened until it fits the row's budget
+        `min(max_predictions, max(1, round(length * masked_lm_prob)))`, and is skipped when it still does not fit
+        or overlaps a chosen n-gram. Chosen tokens: 80% [MASK], 10% random, 10% kept. Row r draws from the stream
+        `_key(masks_key, r)`: counters 2s and 2s + 1 at step s, and `_REPLACE_COUNTER + 2k` (+ 1) for its k-th
+        masked token.
         """
         settings, tables = self.settings, self.tables
         size = self.size
@@ -726,11 +880,9 @@ class _Batch:
         first = np.zeros((size, widest + max_ngram + 1), np.int64)
         first[:] = candidates.sum(axis=1)[:, None]
         first[row_of_start, unit_of_start] = rank[row_of_start, column_of_start]
-        live = np.arange(widest)[None, :] < units[:, None]
-        weights = 1.0 / np.arange(1, max_ngram + 1)
-        thresholds = (np.cumsum(weights) / weights.sum())[:-1]  # n = 1 + number of thresholds below a uniform draw
-        priority = np.where(live, generator.random((size, widest), np.float32), np.float32(2.0))
-        order = np.argsort(priority, axis=1)
+        keys = _keys(masks_key, self.rows)
+        thresholds = _ngram_thresholds(max_ngram)  # n = 1 + number of thresholds below a uniform draw
+        visit = np.tile(np.arange(widest), (size, 1))  # each row's units, shuffled step by step
         covered = np.zeros((size, widest + max_ngram), bool)
         count = np.zeros(size, np.int64)
         ngrams = np.zeros(max_ngram + 1, np.int64)
@@ -741,10 +893,13 @@ class _Batch:
             live = live[(step < units[live]) & (count[live] < budget[live])]
             if not live.size:
                 break
-            u = order[live, step]
-            # n for this start unit (p proportional to 1/n); as in ALBERT, an n-gram running past the last unit
-            # keeps only the units there are.
-            drawn = 1 + (generator.random(live.size)[:, None] > thresholds).sum(axis=1)
+            row_keys = keys[live]
+            picked = step + _below_array(_draws(row_keys, 2 * step), units[live] - step)
+            u = visit[live, picked]
+            visit[live, picked] = visit[live, step]
+            visit[live, step] = u
+            # n for this start unit; as in ALBERT, an n-gram running past the last unit keeps the units there are.
+            drawn = 1 + (_uniform_array(_draws(row_keys, 2 * step + 1))[:, None] > thresholds).sum(axis=1)
             n = np.minimum(drawn, units[live] - u)
             start = first[live, u]
             room = budget[live] - count[live]
@@ -775,13 +930,13 @@ class _Batch:
         self.positions[row_of, slot] = column_of
         self.masked_ids[row_of, slot] = labels
         self.weights[row_of, slot] = 1.0
-        draws = generator.random((2, len(row_of)))
-        to_mask = draws[0] < 0.8
-        to_random = ~to_mask & (draws[1] >= 0.5)
-        replaced = labels.copy()
-        replaced[to_mask] = tables.mask_id
+        counters = _REPLACE_COUNTER + 2 * slot
+        choice = _uniform_array(_draws(keys[row_of], counters))
+        to_mask = choice < 0.8
+        to_random = ~to_mask & (choice < 0.9)
         replacements = tables.replacement_ids
-        replaced[to_random] = replacements[generator.integers(0, len(replacements), int(to_random.sum()))]
+        random_ids = replacements[_below_array(_draws(keys[row_of], counters + 1), len(replacements))]
+        replaced = np.where(to_mask, tables.mask_id, np.where(to_random, random_ids, labels))
         self.tokens[row_of, column_of] = replaced
         self.stats["masked"] = len(row_of)
         self.stats["replaced_mask"] = int(to_mask.sum())
@@ -871,12 +1026,12 @@ def _varint_entries(name, matrix, lengths=None, width=None):
     rows = matrix.shape[0]
     if not rows:
         return []
+    largest = int(matrix.max())
     if lengths is None:
+        if largest < 0x80:  # one byte per value: the values are the payload
+            return _fixed_entries(name, _INT64, matrix.astype(np.uint8))
         lengths = np.full(rows, matrix.shape[1])
         width = matrix.shape[1]
-    largest = int(matrix.max())
-    if largest < 0x80 and width == matrix.shape[1]:
-        return _fixed_entries(name, _INT64, matrix.astype(np.uint8))
     zeros = bytes(width)
     pads = (width - lengths).tolist()
     values = matrix[np.arange(matrix.shape[1])[None, :] < lengths[:, None]].astype(np.uint64)
@@ -933,14 +1088,14 @@ def _frame(record, crc):
 class _ShardWriter:
     """Streams records through a seeded shuffle buffer, round-robin into shards written under temporary names.
 
-    Records arrive framed (TFRecord format) when google-crc32c is installed and are appended as bytes; otherwise
-    TensorFlow's `TFRecordWriter` frames them.
+    Records arrive framed (TFRecord format) and are appended as bytes, or, with `framed=False`, TensorFlow's
+    `TFRecordWriter` frames them.
     """
 
-    def __init__(self, paths, seed):
+    def __init__(self, paths, seed, framed):
         self.paths = paths
         self.temporary = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in paths]
-        if _crc32c() is not None:
+        if framed:
             self.writers = [_FileWriter(path) for path in self.temporary]
         else:
             self.writers = [_TensorFlowWriter(path) for path in self.temporary]
