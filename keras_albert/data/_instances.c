@@ -9,7 +9,8 @@
  * Streams: pairing draws sequentially from `pair_key`; row r (in pair order) masks with the stream
  * key(mask_key, r): step s of its visit draws counters 2s (the unit visited, an incremental Fisher-Yates shuffle)
  * and 2s+1 (the n-gram length), masked token k draws REPLACE + 2k (80/10/10) and REPLACE + 2k + 1 (the random
- * token); the output order is a Fisher-Yates shuffle drawing counter i from `shuffle_key`.
+ * token); the output order is a Fisher-Yates shuffle drawing counter i from `shuffle_key`, then regrouped by shard
+ * (position p of the shuffled records goes to shard (task position + p) mod num_shards; `_shard_major`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -204,7 +205,7 @@ typedef struct {
     Py_ssize_t num_tokens, num_sentences, num_documents, vocab_size, num_replacements, num_thresholds;
     uint64_t pair_key, mask_key, shuffle_key;
     int sop, token_boundary, whole_words, no_masking, frame;
-    int64_t max_seq_length, max_predictions, max_ngram, cls_id, sep_id, mask_id;
+    int64_t max_seq_length, max_predictions, max_ngram, cls_id, sep_id, mask_id, num_shards, position;
     double masked_lm_prob, short_seq_prob;
 } Settings;
 
@@ -518,14 +519,17 @@ static int run_task(const Settings *s, const int64_t *documents, Py_ssize_t num_
         order[i] = order[j];
         order[j] = t;
     }
-    for (size_t i = 0; i < pairs.len; i++) {
-        int written = write_record(s, &row, &pairs, (size_t)order[i], out, stats);
-        if (written < 0) {
-            rc = written;
-            goto done;
+    int64_t count = (int64_t)pairs.len, shards = s->num_shards;
+    for (int64_t shard = 0; shard < shards; shard++) {
+        for (int64_t p = ((shard - s->position) % shards + shards) % shards; p < count; p += shards) {
+            int written = write_record(s, &row, &pairs, (size_t)order[p], out, stats);
+            if (written < 0) {
+                rc = written;
+                goto done;
+            }
+            int64_t end = (int64_t)out->len;
+            put_bytes(ends, &end, sizeof(end));
         }
-        int64_t end = (int64_t)out->len;
-        put_bytes(ends, &end, sizeof(end));
     }
     rc = 0;
 done:
@@ -547,13 +551,14 @@ static PyObject *build(PyObject *self, PyObject *args) {
     Py_buffer tokens = {0}, sentence_starts = {0}, document_starts = {0}, word_start = {0}, replacement_ids = {0},
               documents = {0}, thresholds = {0};
     unsigned long long pair_key, mask_key, shuffle_key;
-    long long seq, predictions, max_ngram, cls_id, sep_id, mask_id;
+    long long seq, predictions, max_ngram, cls_id, sep_id, mask_id, num_shards, position;
     Settings s;
     memset(&s, 0, sizeof(s));
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*KKKpppppLLLLLLdd", &tokens, &sentence_starts, &document_starts,
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*KKKpppppLLLLLLddLL", &tokens, &sentence_starts, &document_starts,
                           &word_start, &replacement_ids, &documents, &thresholds, &pair_key, &mask_key, &shuffle_key,
                           &s.sop, &s.token_boundary, &s.whole_words, &s.no_masking, &s.frame, &seq, &predictions,
-                          &max_ngram, &cls_id, &sep_id, &mask_id, &s.masked_lm_prob, &s.short_seq_prob))
+                          &max_ngram, &cls_id, &sep_id, &mask_id, &s.masked_lm_prob, &s.short_seq_prob, &num_shards,
+                          &position))
         return NULL;
     PyObject *result = NULL;
     Buf out = {0}, ends = {0};
@@ -584,9 +589,11 @@ static PyObject *build(PyObject *self, PyObject *args) {
     s.cls_id = cls_id;
     s.sep_id = sep_id;
     s.mask_id = mask_id;
+    s.num_shards = num_shards;
+    s.position = position;
     const int64_t *task_documents = documents.buf;
     Py_ssize_t num_task_documents = documents.len / 8;
-    if (seq < 5 || predictions < 1 || max_ngram < 1 || max_ngram > 64 || s.num_thresholds != max_ngram - 1 ||
+    if (seq < 5 || predictions < 1 || num_shards < 1 || position < 0 || max_ngram < 1 || max_ngram > 64 || s.num_thresholds != max_ngram - 1 ||
         s.num_replacements < 1 || s.num_sentences < 0 || s.num_documents < 1 ||
         s.document_starts[s.num_documents] > s.num_sentences || s.sentence_starts[s.num_sentences] > s.num_tokens) {
         PyErr_SetString(PyExc_ValueError, "inconsistent corpus arrays or settings");
@@ -642,8 +649,9 @@ static PyMethodDef methods[] = {
     {"build", build, METH_VARARGS,
      "build(tokens, sentence_starts, document_starts, word_start, replacement_ids, documents, thresholds, pair_key, "
      "mask_key, shuffle_key, sop, token_boundary, whole_words, no_masking, frame, max_seq_length, "
-     "max_predictions_per_seq, max_ngram, cls_id, sep_id, mask_id, masked_lm_prob, short_seq_prob) -> "
-     "(records, ends, stats): one task's records, joined, their int64 end offsets, and the counts."},
+     "max_predictions_per_seq, max_ngram, cls_id, sep_id, mask_id, masked_lm_prob, short_seq_prob, num_shards, "
+     "position) -> (records, ends, stats): one task's records joined (grouped by shard), their int64 end offsets, "
+     "and the counts."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_instances",

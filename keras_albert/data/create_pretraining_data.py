@@ -34,7 +34,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import random
 import re
 import shutil
 import sys
@@ -54,7 +53,6 @@ SUMMARY_FILE = "summary.json"
 TOKENIZE_PIECE_CHARS = 250_000
 INSTANCE_CHUNK_TOKENS = 50_000
 GROUP_ROWS = 256
-SHUFFLE_BUFFER = 20_000
 
 
 def create_pretraining_data(
@@ -143,11 +141,11 @@ def create_pretraining_data(
             tasks = _plan_tasks(corpus, settings)
             executor.share(corpus=corpus, tables=tables, settings=settings)
             # Without google-crc32c, TensorFlow (for its TFRecord writer) loads only now, after the workers fork.
-            writer = _ShardWriter(shard_paths, settings["seed"], settings["framed"])
+            writer = _ShardWriter(shard_paths, settings["framed"])
             bar = _progress(progress, "instances", "chunk", total=len(tasks))
-            for blob, ends, stats in executor.map(_run_task, tasks):
+            for task, (blob, ends, stats) in zip(tasks, executor.map(_run_task, tasks)):
                 totals.add(stats)
-                writer.write(_unpack(_take(blob) if spill else blob, ends))
+                writer.write(_take(blob) if spill else blob, ends, offset=task[3])
                 bar.update(1)
             bar.close()
         writer.close()
@@ -564,21 +562,31 @@ class _Executor:
 
 
 def _plan_tasks(corpus, settings):
-    """(copy, document ids) work units in a seeded order; each gets its own random seed from (seed, copy, chunk)."""
-    rng = random.Random(settings["seed"])
-    order = list(range(corpus.num_documents))
-    rng.shuffle(order)  # as Google's script shuffles all documents once
+    """(copy, chunk index, document ids, position) work units in a seeded order.
+
+    As Google's script shuffles all documents once, the documents are shuffled, then cut into chunks of about
+    INSTANCE_CHUNK_TOKENS tokens (the chunks are the same for every copy); the (copy, chunk) tasks are shuffled too,
+    so consecutive records come from random places of the corpus. A task's position in this order decides which
+    shard each of its records goes to (`_ShardWriter.write`).
+    """
+    plan_key = _key(_key(settings["seed"] & _MASK64, 1 << 32), 0)
+    order = _permutation(corpus.num_documents, _key(plan_key, 0))
     document_tokens = np.diff(corpus.sentence_starts[corpus.document_starts])[order]
     chunk_of = np.cumsum(document_tokens) // INSTANCE_CHUNK_TOKENS
     bounds = np.flatnonzero(np.diff(chunk_of)) + 1
-    chunks = np.split(np.asarray(order, np.int64), bounds)
+    chunks = np.split(order, bounds)
     tasks = [(copy, index, chunk) for copy in range(settings["dupe_factor"]) for index, chunk in enumerate(chunks)]
-    rng.shuffle(tasks)
-    return tasks
+    shuffled = _permutation(len(tasks), _key(plan_key, 1)).tolist()
+    return [(*tasks[task], position) for position, task in enumerate(shuffled)]
+
+
+def _permutation(count, key):
+    """A random permutation of range(count): the indices sorted by a draw each."""
+    return np.argsort(_draws(key, np.arange(count)), kind="stable")
 
 
 def _run_task(task):
-    copy, index, documents = task
+    copy, index, documents, position = task
     if "corpus" not in _STATE:  # a pool worker's first instance task
         _load_shared(_STATE["spill"])
     corpus, tables, settings = _STATE["corpus"], _STATE["tables"], _STATE["settings"]
@@ -610,10 +618,12 @@ def _run_task(task):
             tables.mask_id,
             settings["masked_lm_prob"],
             settings["short_seq_prob"],
+            settings["num_shards"],
+            position,
         )
         ends = np.frombuffer(ends, np.int64)
     else:
-        blob, ends, stats = _build_with_numpy(corpus, tables, settings, documents, keys)
+        blob, ends, stats = _build_with_numpy(corpus, tables, settings, documents, keys, position)
     # One bytes object and the record ends, not thousands of small objects; from a pool worker, in a file (the
     # name travels back), which spares the main process unpickling megabytes from the pipe while it writes shards.
     if _STATE.get("spill"):
@@ -624,7 +634,7 @@ def _run_task(task):
     return blob, ends, stats
 
 
-def _build_with_numpy(corpus, tables, settings, documents, keys):
+def _build_with_numpy(corpus, tables, settings, documents, keys, position):
     """The NumPy twin of `_instances.build`: the same pairs, masks, order and bytes."""
     pairs = _PairMaker(corpus, tables, settings, _Stream(keys["pairs"]))
     for document in documents.tolist():
@@ -640,11 +650,18 @@ def _build_with_numpy(corpus, tables, settings, documents, keys):
         for row, record in zip(group.tolist(), batch.serialize()):
             records[row] = record
         stats = batch.stats if stats is None else _add_stats(stats, batch.stats)
-    records = [records[row] for row in _shuffled_order(len(records), keys["order"])]
+    shuffled = _shuffled_order(len(records), keys["order"])
+    records = [records[shuffled[p]] for p in _shard_major(len(records), settings["num_shards"], position)]
     if settings["framed"]:
         crc = _crc32c()
         records = [_frame(record, crc) for record in records]
     return b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64), stats
+
+
+def _shard_major(count, num_shards, position):
+    """Positions 0..count-1 of a task's shuffled records regrouped by shard: position p goes to shard
+    (position + p) mod num_shards, so the task's records for shard 0 come first, then shard 1's..."""
+    return [p for shard in range(num_shards) for p in range((shard - position) % num_shards, count, num_shards)]
 
 
 def _shuffled_order(count, key):
@@ -677,13 +694,6 @@ def _take(path):
         blob = file.read()
     os.unlink(path)
     return blob
-
-
-def _unpack(blob, ends):
-    """The records of a task as views into its blob (no copies; the shard writer joins them)."""
-    view = memoryview(blob)
-    starts = [0, *ends[:-1].tolist()]
-    return [view[start:end] for start, end in zip(starts, ends.tolist())]
 
 
 def _add_stats(total, more):
@@ -1086,47 +1096,40 @@ def _frame(record, crc):
 
 
 class _ShardWriter:
-    """Streams records through a seeded shuffle buffer, round-robin into shards written under temporary names.
+    """Appends each task's records to the shards, written under temporary names and renamed when complete.
 
+    A task's records arrive grouped by shard (`_shard_major`), so each shard gets one slice of the task's bytes.
     Records arrive framed (TFRecord format) and are appended as bytes, or, with `framed=False`, TensorFlow's
-    `TFRecordWriter` frames them.
+    `TFRecordWriter` frames them one by one.
     """
 
-    def __init__(self, paths, seed, framed):
+    def __init__(self, paths, framed):
         self.paths = paths
         self.temporary = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in paths]
-        if framed:
-            self.writers = [_FileWriter(path) for path in self.temporary]
-        else:
-            self.writers = [_TensorFlowWriter(path) for path in self.temporary]
-        self.rng = random.Random(seed + 1)
-        self.buffer = []
-        self.count = 0
+        self.framed = framed
+        self.writers = [(_FileWriter if framed else _TensorFlowWriter)(path) for path in self.temporary]
 
-    def write(self, records):
-        buffer, rng = self.buffer, self.rng
-        out = []
-        for record in records:
-            if len(buffer) < SHUFFLE_BUFFER:
-                buffer.append(record)
-                continue
-            index = rng.randrange(SHUFFLE_BUFFER)
-            out.append(buffer[index])
-            buffer[index] = record
-        self._emit(out)
-
-    def _emit(self, records):
-        """Record k of the output stream goes to shard k mod num_shards."""
+    def write(self, blob, ends, offset):
+        """A task's records (`blob` cut at `ends`), the task at position `offset` of the plan."""
         shards = len(self.writers)
-        for shard, writer in enumerate(self.writers):
-            first = (shard - self.count) % shards
-            writer.write_all(records[first::shards])
-        self.count += len(records)
+        count = len(ends)
+        per_shard = [len(range((shard - offset) % shards, count, shards)) for shard in range(shards)]
+        last = np.cumsum(per_shard) - 1  # the index of each shard's last record
+        view = memoryview(blob)
+        start = 0
+        for writer, records, last_record in zip(self.writers, per_shard, last.tolist()):
+            if not records:
+                continue
+            end = int(ends[last_record])
+            if self.framed:
+                writer.write(view[start:end])
+            else:
+                first = last_record - records + 1
+                starts = [start, *ends[first:last_record].tolist()]
+                writer.write_all([view[a:b] for a, b in zip(starts, ends[first : last_record + 1].tolist())])
+            start = end
 
     def close(self):
-        self.rng.shuffle(self.buffer)
-        self._emit(self.buffer)
-        self.buffer = []
         for writer in self.writers:
             writer.close()
 
@@ -1152,14 +1155,9 @@ class _FileWriter:
     def __init__(self, path):
         self.file = open(path, "wb", buffering=0)
 
-    def write_all(self, framed_records):
-        """Gathered writes straight from the records' buffers (no joined copy), 1024 (IOV_MAX) at a time."""
-        for start in range(0, len(framed_records), 1024):
-            batch = framed_records[start : start + 1024]
-            written = os.writev(self.file.fileno(), batch)
-            rest = memoryview(b"".join(batch))[written:] if written < sum(map(len, batch)) else b""
-            while rest:  # a short write (rare on a regular file): the remainder, plainly
-                rest = rest[self.file.write(rest) :]
+    def write(self, data):
+        while data:  # a short write (rare on a regular file): the remainder
+            data = data[self.file.write(data) :]
 
     def close(self):
         self.file.close()
