@@ -471,10 +471,11 @@ class _Tables:
     def from_tokenizer(cls, tokenizer):
         special = np.zeros(tokenizer.vocab_size, bool)
         special[tokenizer.special_ids] = True
-        for i in range(tokenizer.vocab_size):
-            token = tokenizer.id_to_token(i)
-            if tokenizer.model_type == "bert" and token.startswith("[") and token.endswith("]") and len(token) > 2:
-                special[i] = True  # [unused12] and the like are never random replacements
+        if tokenizer.model_type == "bert":
+            for i in range(tokenizer.vocab_size):
+                token = tokenizer.id_to_token(i)
+                if token.startswith("[") and token.endswith("]") and len(token) > 2:
+                    special[i] = True  # [unused12] and the like are never random replacements
         return cls(
             word_start=tokenizer.word_start_table().copy(),
             replacement_ids=np.flatnonzero(~special).astype(np.int64),
