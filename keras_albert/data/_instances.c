@@ -144,7 +144,10 @@ static void crc_init(void) {
         crc_table[0][i] = c;
     }
     for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+        for (int i = 0; i < 256; i++) {
+            uint32_t previous = crc_table[t - 1][i];
+            crc_table[t][i] = (previous >> 8) ^ crc_table[0][previous & 0xFF];
+        }
 }
 
 static uint32_t crc32c(const unsigned char *p, size_t n) {
@@ -405,7 +408,8 @@ static int64_t mask_row(const Settings *s, Row *r, int64_t length, int64_t la, u
                 r->ids[c] = s->mask_id;
                 stats->replaced_mask++;
             } else if (x < 0.9) {
-                r->ids[c] = s->replacement_ids[below(draw(key, REPLACE_COUNTER + 2 * (uint64_t)k + 1), s->num_replacements)];
+                uint64_t x_token = draw(key, REPLACE_COUNTER + 2 * (uint64_t)k + 1);
+                r->ids[c] = s->replacement_ids[below(x_token, s->num_replacements)];
                 stats->replaced_random++;
             } else {
                 stats->kept++;
@@ -548,6 +552,7 @@ static int check_buffer(Py_buffer *b, Py_ssize_t item, const char *name) {
 }
 
 static PyObject *build(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer tokens = {0}, sentence_starts = {0}, document_starts = {0}, word_start = {0}, replacement_ids = {0},
               documents = {0}, thresholds = {0};
     unsigned long long pair_key, mask_key, shuffle_key;
@@ -593,8 +598,8 @@ static PyObject *build(PyObject *self, PyObject *args) {
     s.position = position;
     const int64_t *task_documents = documents.buf;
     Py_ssize_t num_task_documents = documents.len / 8;
-    if (seq < 5 || predictions < 1 || num_shards < 1 || position < 0 || max_ngram < 1 || max_ngram > 64 || s.num_thresholds != max_ngram - 1 ||
-        s.num_replacements < 1 || s.num_sentences < 0 || s.num_documents < 1 ||
+    if (seq < 5 || predictions < 1 || num_shards < 1 || position < 0 || max_ngram < 1 || max_ngram > 64 ||
+        s.num_thresholds != max_ngram - 1 || s.num_replacements < 1 || s.num_sentences < 0 || s.num_documents < 1 ||
         s.document_starts[s.num_documents] > s.num_sentences || s.sentence_starts[s.num_sentences] > s.num_tokens) {
         PyErr_SetString(PyExc_ValueError, "inconsistent corpus arrays or settings");
         goto done;
@@ -645,6 +650,50 @@ done:
     return result;
 }
 
+/* flatten(ids) -> (tokens, lengths): a list of lists of token ids (SentencePiece's and tokenizers' batch output) as
+ * one int32 buffer and the int64 length of each list, without a Python object per token. */
+static PyObject *flatten(PyObject *self, PyObject *ids) {
+    (void)self;
+    PyObject *sequence = PySequence_Fast(ids, "flatten expects a list of lists of ints");
+    if (!sequence) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence), total = 0;
+    PyObject **rows = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!PyList_Check(rows[i])) {
+            Py_DECREF(sequence);
+            PyErr_SetString(PyExc_TypeError, "flatten expects a list of lists of ints");
+            return NULL;
+        }
+        total += PyList_GET_SIZE(rows[i]);
+    }
+    PyObject *tokens = PyBytes_FromStringAndSize(NULL, total * (Py_ssize_t)sizeof(int32_t));
+    PyObject *lengths = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    if (!tokens || !lengths) goto fail;
+    int32_t *out = (int32_t *)PyBytes_AS_STRING(tokens);
+    int64_t *length = (int64_t *)PyBytes_AS_STRING(lengths);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = PyList_GET_SIZE(rows[i]);
+        PyObject **items = ((PyListObject *)rows[i])->ob_item;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            long value = PyLong_AsLong(items[k]);
+            if (value == -1 && PyErr_Occurred()) goto fail;
+            if (value < INT32_MIN || value > INT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "a token id does not fit in int32");
+                goto fail;
+            }
+            *out++ = (int32_t)value;
+        }
+        length[i] = n;
+    }
+    Py_DECREF(sequence);
+    return Py_BuildValue("(NN)", tokens, lengths);
+fail:
+    Py_DECREF(sequence);
+    Py_XDECREF(tokens);
+    Py_XDECREF(lengths);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"build", build, METH_VARARGS,
      "build(tokens, sentence_starts, document_starts, word_start, replacement_ids, documents, thresholds, pair_key, "
@@ -652,10 +701,13 @@ static PyMethodDef methods[] = {
      "max_predictions_per_seq, max_ngram, cls_id, sep_id, mask_id, masked_lm_prob, short_seq_prob, num_shards, "
      "position) -> (records, ends, stats): one task's records joined (grouped by shard), their int64 end offsets, "
      "and the counts."},
+    {"flatten", flatten, METH_O,
+     "flatten(ids) -> (tokens, lengths): lists of token ids as one int32 buffer, and the int64 length of each."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_instances",
-                                    "Compiled instance builder of create-pretraining-data.", -1, methods};
+                                    "Compiled instance builder of create-pretraining-data.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__instances(void) {
     crc_init();

@@ -29,6 +29,7 @@ Command line:
         --model_type bert --max_seq_length 128 --max_predictions_per_seq 20 --masking token --num_shards 256
 """
 
+import collections
 import functools
 import itertools
 import json
@@ -145,7 +146,7 @@ def create_pretraining_data(
             bar = _progress(progress, "instances", "chunk", total=len(tasks))
             for task, (blob, ends, stats) in zip(tasks, executor.map(_run_task, tasks)):
                 totals.add(stats)
-                writer.write(_take(blob) if spill else blob, ends, offset=task[3])
+                writer.write(_take(blob) if isinstance(blob, str) else blob, ends, offset=task[3])
                 bar.update(1)
             bar.close()
         writer.close()
@@ -300,10 +301,13 @@ def _tokenize(paths, executor, settings, progress):
     breaks = settings["document_break_lines"]
     # A generator: the pool's feeder thread reads and cuts the next file while the workers tokenize the pieces
     # already cut, instead of every file being read before any work starts.
-    work = ((piece, breaks) for path in paths for piece in _pieces(text.read_text(path), breaks))
+    pieces = (piece for path in paths for piece in _pieces(text.read_text(path), breaks))
+    work = ((piece, breaks, number) for number, piece in enumerate(pieces))
     document_sizes, lengths, tokens = [], [], []
     bar = _progress(progress, "tokenizing", "token")
     for sizes, piece_lengths, piece_tokens in executor.map(_tokenize_piece, work):
+        if isinstance(piece_tokens, str):  # a pool worker's tokens file
+            piece_tokens = np.frombuffer(_take(piece_tokens), np.int32)
         document_sizes.append(sizes)
         lengths.append(piece_lengths)
         tokens.append(piece_tokens)
@@ -340,15 +344,26 @@ _TOKENIZER = None
 def _tokenize_piece(work):
     """Documents of one piece of text -> (sentences per document, tokens per sentence, all tokens), empty
     sentences and documents dropped."""
-    piece, document_break_lines = work
+    piece, document_break_lines, number = work
     documents = text.split_documents(piece, document_break_lines)
     sentences = [sentence for document in documents for sentence in document]
     ids = _TOKENIZER.encode_batch(sentences)
-    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-    tokens = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+    compiled = _compiled()
+    if compiled is not None:  # a few ms where fromiter over a chain of the lists takes ~20 (whole embedded corpus)
+        tokens, lengths = compiled.flatten(ids)
+        tokens, lengths = np.frombuffer(tokens, np.int32), np.frombuffer(lengths, np.int64)
+    else:
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        tokens = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
     document_of_sentence = np.repeat(np.arange(len(documents)), [len(document) for document in documents])
     keep = lengths > 0
     sizes = np.bincount(document_of_sentence[keep], minlength=len(documents))
+    if _STATE.get("spill"):
+        # Through a file, not the pool's pipe: a quarter-megabyte result crosses a pipe in 64 KiB turns between
+        # this process and the main one, which costs the main process ~3 ms of CPU per piece.
+        path = os.path.join(_STATE["spill"], f"piece-{number}.tokens")
+        tokens.tofile(path)
+        tokens = path
     return sizes[sizes > 0].astype(np.int64), lengths[keep], tokens
 
 
@@ -503,7 +518,12 @@ def _init_worker(state, in_pool=True):
 
 
 class _Executor:
-    """`map` in order over a process pool, or in this process for one worker (the results are the same)."""
+    """`map` in order, over this process and `workers - 1` pool processes (the results are the same).
+
+    This process takes its share of the items rather than only feeding the pool and collecting: with a process
+    per core, a main process that mostly waits would still take CPU from the workers (reading and decompressing
+    the input, receiving results, writing shards), and one worker fewer leaves it that core.
+    """
 
     def __init__(self, workers, tokenizer=None, spill=None):
         self.workers = workers
@@ -511,26 +531,25 @@ class _Executor:
         self.pool = None
 
     def __enter__(self):
+        self.saved = (dict(_STATE), _TOKENIZER)
+        _init_worker({**self.state, "spill": None}, in_pool=False)  # this process's results need no files
         if self.workers > 1:
             # Fork is cheap and shares the corpus; after TensorFlow is loaded only spawn is safe.
             method = "spawn" if "tensorflow" in sys.modules or sys.platform != "linux" else "fork"
             self.pool = multiprocessing.get_context(method).Pool(
-                self.workers, initializer=_init_worker, initargs=(self.state,)
+                self.workers - 1, initializer=_init_worker, initargs=(self.state,)
             )
-        else:
-            self.saved = (dict(_STATE), _TOKENIZER)
-            _init_worker(self.state, in_pool=False)
         return self
 
     def share(self, corpus, tables, settings):
-        """Make `corpus`, `tables` and `settings` `_STATE` of every worker, or set them here without a pool.
+        """Make `corpus`, `tables` and `settings` `_STATE` here and in every pool process.
 
-        For a pool, written once into the spill directory, where each worker loads them at its first instance
-        task (`_load_shared`): the arrays as .npy files that the workers map (one copy of the corpus in memory,
+        For the pool, written once into the spill directory, where each process loads them at its first instance
+        task (`_load_shared`): the arrays as .npy files that the processes map (one copy of the corpus in memory,
         whatever the number of workers), the scalars as JSON.
         """
+        _STATE.update(corpus=corpus, tables=tables, settings=settings)
         if self.pool is None:
-            _STATE.update(corpus=corpus, tables=tables, settings=settings)
             return
         spill = self.state["spill"]
         for name in _Corpus.ARRAYS:
@@ -544,18 +563,39 @@ class _Executor:
     def map(self, function, items):
         if self.pool is None:
             return map(function, items)
-        return self.pool.imap(function, items)
+        return self._map_shared(function, items)
+
+    def _map_shared(self, function, items):
+        """Each item goes to the pool while it has fewer than two per process in hand (so that it never waits for
+        work), else runs here; results are yielded in item order as they complete."""
+        limit = 2 * (self.workers - 1)
+        pending = collections.deque()  # (AsyncResult or None, result computed here)
+        in_pool = []
+        for item in items:
+            in_pool = [result for result in in_pool if not result.ready()]
+            if len(in_pool) < limit:
+                in_pool.append(self.pool.apply_async(function, (item,)))
+                pending.append((in_pool[-1], None))
+            else:
+                pending.append((None, function(item)))
+            while pending and (pending[0][0] is None or pending[0][0].ready()):
+                yield _outcome(*pending.popleft())
+        while pending:
+            yield _outcome(*pending.popleft())
 
     def __exit__(self, *exc):
         global _TOKENIZER
         if self.pool is not None:
             self.pool.terminate() if exc[0] else self.pool.close()
             self.pool.join()
-        else:
-            _STATE.clear()
-            _STATE.update(self.saved[0])
-            _TOKENIZER = self.saved[1]
+        _STATE.clear()
+        _STATE.update(self.saved[0])
+        _TOKENIZER = self.saved[1]
         return False
+
+
+def _outcome(async_result, result):
+    return result if async_result is None else async_result.get()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -690,7 +730,7 @@ def _spill_root():
 
 
 def _take(path):
-    """A worker's records file, read and removed."""
+    """A worker's records or tokens file, read and removed."""
     with open(path, "rb") as file:
         blob = file.read()
     os.unlink(path)
