@@ -6,10 +6,13 @@
 
 Prints, in one run on one machine:
 1. the raw tokenizer: SentencePiece (an ALBERT tokenizer trained here on the corpus) encoding every sentence of the
-   six novels in one process, tokens/s (best of `--repeats`); also with reading and sentence splitting included;
+   six novels in one process, tokens/s (best of `--repeats`); also with reading and sentence splitting included; and
+   the same encode run in 2 processes at once (their combined tokens/s over one process's: what this machine's
+   cores give to two independent tokenizers, the ceiling for the pipeline's speed-up with 2 workers);
 2. create-pretraining-data on the whole embedded corpus (dupe_factor 1, ALBERT n-gram masking, 20 predictions) for
    each `--seq_lengths` and `--workers`: corpus tokens/s from start to the renamed shards (best of `--repeats`),
-   its share of the raw tokenizer's speed, and the speed-up over one worker;
+   its share of the raw tokenizer's speed, and the speed-up over one worker; then the instance step alone (pairs,
+   masking, serialization of the tokenized corpus, one process) with the compiled builder and its NumPy twin;
 3. the reader feeding `albert_base` shapes (`--reader_seq`, 20 predictions, batch `--batch_size`): examples/s with
    the records' masks and with dynamic n-gram masking, against one `albert_base` training step
    (`PretrainingModel.from_preset("albert_base")`, LAMB, gradient_accumulation_steps=1, `train_on_batch`) on the
@@ -46,6 +49,54 @@ def best_of(repeats, function, cpu=False):
         if best is None or wall < best[0]:
             best = (wall, used)
     return (best if cpu else best[0]), result
+
+
+def _encode_all(tokenizer, sentences, repeats, start_at):
+    """Best wall time of `repeats` encodes of every sentence, starting together with a sibling process."""
+    while time.time() < start_at:
+        time.sleep(0.001)
+    best = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokenizer.encode_batch(sentences)
+        best = min(best or 1e9, time.perf_counter() - start)
+    return best
+
+
+def raw_in_two_processes(tokenizer, sentences, repeats):
+    """Corpus passes per second of two processes encoding the whole corpus at the same time (forked, so that
+    nothing is pickled)."""
+    import multiprocessing
+
+    start_at = time.time() + 0.2
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        seconds = pool.starmap(_encode_all, [(tokenizer, sentences, repeats, start_at)] * 2)
+    return sum(1 / s for s in seconds)
+
+
+def instance_step(cpd, tokenizer_dir, repeats, figures):
+    """Instances of the tokenized corpus (seq 128, dupe_factor 1) in this process, compiled builder vs NumPy."""
+    from keras_albert.data import text, tokenizers
+
+    tokenizer = tokenizers.load_tokenizer(tokenizer_dir)
+    settings = cpd._validate(
+        tokenizer=tokenizer, tokenizer_path=tokenizer_dir, model_type="albert", max_seq_length=128,
+        max_predictions_per_seq=20, masked_lm_prob=0.15, masking="ngram", max_ngram=3, dupe_factor=1,
+        short_seq_prob=0.1, num_shards=4, workers=1, seed=12345, no_masking=False, document_break_lines=1,
+    )
+    with cpd._Executor(1, tokenizer=tokenizer) as executor:
+        corpus = cpd._tokenize(text.corpus_files(), executor, settings, progress=False)
+        tables = cpd._Tables.from_tokenizer(tokenizer)
+        tasks = cpd._plan_tasks(corpus, settings)
+        print("   instance step alone (seq 128, one process):")
+        for builder in ("compiled", "numpy"):
+            if builder == "compiled" and cpd._compiled() is None:
+                print("     compiled builder: not built by this install")
+                continue
+            executor.share(corpus=corpus, tables=tables, settings={**settings, "builder": builder, "framed": True})
+            seconds, _ = best_of(repeats, lambda: [cpd._run_task(task) for task in tasks])
+            figures[f"instance_step_{builder}_tokens_per_s"] = corpus.num_tokens / seconds
+            print(f"     {builder:8s} builder: {seconds * 1000:7.1f} ms = {corpus.num_tokens / seconds:12,.0f} tokens/s")
 
 
 def main(argv=None):
@@ -89,11 +140,14 @@ def main(argv=None):
             return tokenizer.encode_batch(found)
 
         seconds_with_text, _ = best_of(args.repeats, read_and_tokenize)
+        two = raw_in_two_processes(tokenizer, sentences, args.repeats) * corpus_tokens
         figures["raw_tokenizer_tokens_per_s"] = raw
         figures["read_split_tokenize_tokens_per_s"] = corpus_tokens / seconds_with_text
+        figures["raw_tokenizer_two_processes_tokens_per_s"] = two
         print(f"\n1. raw tokenizer: {len(sentences)} sentences, {corpus_tokens} tokens")
         print(f"   SentencePiece encode (one process):           {raw:12,.0f} tokens/s")
         print(f"   read + split sentences + encode:              {corpus_tokens / seconds_with_text:12,.0f} tokens/s")
+        print(f"   encode in 2 processes at once (combined):     {two:12,.0f} tokens/s = {two / raw:.2f}x one process")
 
         # 2. create-pretraining-data.
         print("\n2. create-pretraining-data, whole embedded corpus, dupe_factor 1, n-gram masking, 20 predictions")
@@ -145,6 +199,8 @@ def main(argv=None):
                     f"{speed / raw:11.0%}  {speed / baseline:7.2f}x  {baseline_cpu / cpu_seconds:13.0%}  "
                     f"{summary['instances']:9d}  {summary['padding_share']:6.1%}"
                 )
+
+        instance_step(cpd, tokenizer_dir, args.repeats, figures)
 
         # 3. The reader against one albert_base step.
         import numpy as np

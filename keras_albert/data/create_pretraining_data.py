@@ -29,11 +29,12 @@ Command line:
         --model_type bert --max_seq_length 128 --max_predictions_per_seq 20 --masking token --num_shards 256
 """
 
-import collections
 import functools
+import gc
 import itertools
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import shutil
@@ -52,6 +53,7 @@ SHARD_PATTERN = re.compile(r"part-\d{5}-of-(\d{5})\.tfrecord$")
 SUMMARY_FILE = "summary.json"
 # Work units. Fixed sizes (not derived from the number of workers) keep the output independent of `--workers`.
 TOKENIZE_PIECE_CHARS = 250_000
+SMALLEST_PIECE_CHARS = 25_000
 INSTANCE_CHUNK_TOKENS = 50_000
 GROUP_ROWS = 256
 
@@ -146,7 +148,7 @@ def create_pretraining_data(
             bar = _progress(progress, "instances", "chunk", total=len(tasks))
             for task, (blob, ends, stats) in zip(tasks, executor.map(_run_task, tasks)):
                 totals.add(stats)
-                writer.write(_take(blob) if isinstance(blob, str) else blob, ends, offset=task[3])
+                writer.write(blob, ends, offset=task[3])
                 bar.update(1)
             bar.close()
         writer.close()
@@ -299,15 +301,13 @@ class _Corpus:
 
 def _tokenize(paths, executor, settings, progress):
     breaks = settings["document_break_lines"]
-    # A generator: the pool's feeder thread reads and cuts the next file while the workers tokenize the pieces
-    # already cut, instead of every file being read before any work starts.
-    pieces = (piece for path in paths for piece in _pieces(text.read_text(path), breaks))
-    work = ((piece, breaks, number) for number, piece in enumerate(pieces))
+    # A generator: the next file is read and cut only when its pieces are needed, instead of every file being read
+    # before any work starts.
+    work = ((piece, breaks, number) for number, piece in enumerate(_input_pieces(paths, breaks, settings["workers"])))
     document_sizes, lengths, tokens = [], [], []
     bar = _progress(progress, "tokenizing", "token")
-    for sizes, piece_lengths, piece_tokens in executor.map(_tokenize_piece, work):
-        if isinstance(piece_tokens, str):  # a pool worker's tokens file
-            piece_tokens = np.frombuffer(_take(piece_tokens), np.int32)
+    for result in executor.map(_tokenize_piece, work, ship=_ship_piece):
+        sizes, piece_lengths, piece_tokens = result.take_arrays(3) if isinstance(result, _SpillFile) else result
         document_sizes.append(sizes)
         lengths.append(piece_lengths)
         tokens.append(piece_tokens)
@@ -321,30 +321,55 @@ def _tokenize(paths, executor, settings, progress):
     return _Corpus(tokens, sentence_starts, document_starts)
 
 
-def _pieces(content, document_break_lines, size=TOKENIZE_PIECE_CHARS):
-    """Cut a file's text at document breaks into pieces of about `size` characters (a fixed rule, so the output
-    does not depend on the number of workers)."""
-    if "\r" in content:
-        content = content.replace("\r\n", "\n").replace("\r", "\n")
-    breaks = re.compile(r"\n(?:[^\S\n]*\n){%d,}" % document_break_lines)
-    pieces, start = [], 0
-    while len(content) - start > size:
-        found = breaks.search(content, start + size)
-        if found is None:
-            break
-        pieces.append(content[start : found.start()])
-        start = found.end()
-    pieces.append(content[start:])
-    return pieces
+def _input_pieces(paths, document_break_lines, workers):
+    """Every file's text, cut at document breaks into pieces of about TOKENIZE_PIECE_CHARS characters.
+
+    Pieces end at document breaks, so the documents, and the output, do not depend on where they are cut. With
+    several workers, pieces shrink as the end of the input nears (OpenMP's "guided" schedule: a piece is at most
+    1/(2 x workers) of what is left, at least SMALLEST_PIECE_CHARS), so that the workers finish together rather than
+    all waiting for the one holding the last large piece. What is left in the files not yet read is estimated from
+    their sizes on disk, at the characters per byte of the file just read.
+    """
+    later_bytes = sum(os.path.getsize(path) for path in paths)
+    for path in paths:
+        content = text.read_text(path)
+        later_bytes -= os.path.getsize(path)
+        later_chars = later_bytes * len(content) / max(os.path.getsize(path), 1)
+        if "\r" in content:
+            content = content.replace("\r\n", "\n").replace("\r", "\n")
+        breaks = re.compile(r"\n(?:[^\S\n]*\n){%d,}" % document_break_lines)
+        start = 0
+        while True:
+            size = TOKENIZE_PIECE_CHARS
+            if workers > 1:
+                left = len(content) - start + later_chars
+                size = int(max(SMALLEST_PIECE_CHARS, min(size, left / (2 * workers))))
+            found = breaks.search(content, start + size) if len(content) - start > size else None
+            if found is None:
+                yield content[start:]
+                break
+            yield content[start : found.start()]
+            start = found.end()
 
 
 _TOKENIZER = None
 
 
+def _ship_piece(work, spill):
+    """A piece of text for a worker process: its text in a spill file."""
+    piece, document_break_lines, number = work
+    path = os.path.join(spill, f"piece-{number}.txt")
+    with open(path, "wb") as file:
+        file.write(piece.encode("utf-8", "surrogatepass"))
+    return _SpillFile(path), document_break_lines, number
+
+
 def _tokenize_piece(work):
     """Documents of one piece of text -> (sentences per document, tokens per sentence, all tokens), empty
-    sentences and documents dropped."""
+    sentences and documents dropped; in a worker process, the three arrays in a spill file."""
     piece, document_break_lines, number = work
+    if isinstance(piece, _SpillFile):
+        piece = piece.take().decode("utf-8", "surrogatepass")
     documents = text.split_documents(piece, document_break_lines)
     sentences = [sentence for document in documents for sentence in document]
     ids = _TOKENIZER.encode_batch(sentences)
@@ -358,13 +383,10 @@ def _tokenize_piece(work):
     document_of_sentence = np.repeat(np.arange(len(documents)), [len(document) for document in documents])
     keep = lengths > 0
     sizes = np.bincount(document_of_sentence[keep], minlength=len(documents))
+    result = sizes[sizes > 0].astype(np.int64), lengths[keep], tokens
     if _STATE.get("spill"):
-        # Through a file, not the pool's pipe: a quarter-megabyte result crosses a pipe in 64 KiB turns between
-        # this process and the main one, which costs the main process ~3 ms of CPU per piece.
-        path = os.path.join(_STATE["spill"], f"piece-{number}.tokens")
-        tokens.tofile(path)
-        tokens = path
-    return sizes[sizes > 0].astype(np.int64), lengths[keep], tokens
+        return _SpillFile.save_arrays(os.path.join(_STATE["spill"], f"piece-{number}.npy"), result)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -518,38 +540,56 @@ def _init_worker(state, in_pool=True):
 
 
 class _Executor:
-    """`map` in order, over this process and `workers - 1` pool processes (the results are the same).
+    """`map` in item order over this process and `workers - 1` worker processes (the results are the same).
 
-    This process takes its share of the items rather than only feeding the pool and collecting: with a process
-    per core, a main process that mostly waits would still take CPU from the workers (reading and decompressing
-    the input, receiving results, writing shards), and one worker fewer leaves it that core.
+    Workers pull items from one queue, so an idle worker starts the next item at once, with no dispatching thread
+    in this process to wait for (a pool's helper threads need the GIL, which this process's own work holds for
+    milliseconds at a time). Large items and results cross as files in the spill directory (memory-backed /dev/shm
+    where there is one), never as megabytes through a pipe, whose 64 KiB turns would stall both sides. This process
+    keeps the workers two items ahead each, takes items itself when they are, and reads the input and writes the
+    shards in between: with a process per core, one that only fed the others and waited would still take CPU from
+    them, and leave a core idle when it does not.
     """
 
     def __init__(self, workers, tokenizer=None, spill=None):
         self.workers = workers
         self.state = {"tokenizer": tokenizer, "spill": spill}
-        self.pool = None
+        self.processes, self.inboxes = [], []
+        self.tasks = None
+        self.in_flight = 0
 
     def __enter__(self):
         self.saved = (dict(_STATE), _TOKENIZER)
         _init_worker({**self.state, "spill": None}, in_pool=False)  # this process's results need no files
         if self.workers > 1:
-            # Fork is cheap and shares the corpus; after TensorFlow is loaded only spawn is safe.
+            # Fork is cheap and shares the tokenizer; after TensorFlow is loaded only spawn is safe.
             method = "spawn" if "tensorflow" in sys.modules or sys.platform != "linux" else "fork"
-            self.pool = multiprocessing.get_context(method).Pool(
-                self.workers - 1, initializer=_init_worker, initargs=(self.state,)
-            )
+            context = multiprocessing.get_context(method)
+            self.tasks = context.SimpleQueue()
+            try:
+                for _ in range(self.workers - 1):
+                    inbox, outbox = context.Pipe(duplex=False)
+                    process = context.Process(
+                        target=_worker_main, args=(self.state, self.tasks, outbox), daemon=True
+                    )
+                    process.start()
+                    outbox.close()
+                    self.processes.append(process)
+                    self.inboxes.append(inbox)
+            except BaseException:
+                self._stop(terminate=True)
+                raise
         return self
 
     def share(self, corpus, tables, settings):
-        """Make `corpus`, `tables` and `settings` `_STATE` here and in every pool process.
+        """Make `corpus`, `tables` and `settings` `_STATE` here and in every worker process.
 
-        For the pool, written once into the spill directory, where each process loads them at its first instance
-        task (`_load_shared`): the arrays as .npy files that the processes map (one copy of the corpus in memory,
-        whatever the number of workers), the scalars as JSON.
+        For the workers, written once into the spill directory, where each loads them at its first instance task
+        (`_load_shared`): the arrays as .npy files that the workers map (one copy of the corpus in memory, whatever
+        the number of workers), the scalars as JSON.
         """
         _STATE.update(corpus=corpus, tables=tables, settings=settings)
-        if self.pool is None:
+        if not self.processes:
             return
         spill = self.state["spill"]
         for name in _Corpus.ARRAYS:
@@ -560,42 +600,110 @@ class _Executor:
         with open(os.path.join(spill, "state.json"), "w", encoding="utf-8") as file:
             json.dump({"settings": settings, "tables": scalars}, file)
 
-    def map(self, function, items):
-        if self.pool is None:
+    def map(self, function, items, ship=None):
+        """`function(item)` for every item, yielded in item order. `ship(item, spill)` turns an item into what is
+        sent to a worker (large data into spill files); `function` is a module-level function."""
+        if not self.processes:
             return map(function, items)
-        return self._map_shared(function, items)
+        return self._map(function, items, ship)
 
-    def _map_shared(self, function, items):
-        """Each item goes to the pool while it has fewer than two per process in hand (so that it never waits for
-        work), else runs here; results are yielded in item order as they complete."""
-        limit = 2 * (self.workers - 1)
-        pending = collections.deque()  # (AsyncResult or None, result computed here)
-        in_pool = []
-        for item in items:
-            in_pool = [result for result in in_pool if not result.ready()]
-            if len(in_pool) < limit:
-                in_pool.append(self.pool.apply_async(function, (item,)))
-                pending.append((in_pool[-1], None))
+    def _map(self, function, items, ship):
+        done = {}  # index -> result, computed here or received
+        count = following = 0
+        for count, item in enumerate(items, 1):
+            self._receive(done, block=False)
+            if self.in_flight < 2 * len(self.processes):
+                self.tasks.put((function, count - 1, ship(item, self.state["spill"]) if ship else item))
+                self.in_flight += 1
             else:
-                pending.append((None, function(item)))
-            while pending and (pending[0][0] is None or pending[0][0].ready()):
-                yield _outcome(*pending.popleft())
-        while pending:
-            yield _outcome(*pending.popleft())
+                done[count - 1] = function(item)
+            while following in done:
+                yield done.pop(following)
+                following += 1
+        while following < count:
+            if following not in done:
+                self._receive(done, block=True)
+                continue
+            yield done.pop(following)
+            following += 1
+
+    def _receive(self, done, block):
+        """Results that workers have sent (waiting for one with `block`); a worker's error is raised here."""
+        sentinels = [process.sentinel for process in self.processes]
+        for ready in multiprocessing.connection.wait(self.inboxes + sentinels, timeout=None if block else 0):
+            if ready in sentinels:
+                process = self.processes[sentinels.index(ready)]
+                raise RuntimeError(f"a create-pretraining-data worker process died (exit code {process.exitcode})")
+            while ready.poll():
+                index, result, error = ready.recv()
+                self.in_flight -= 1
+                if error is not None:
+                    raise error
+                done[index] = result
+
+    def _stop(self, terminate):
+        if not terminate:
+            for _ in self.processes:
+                self.tasks.put(None)
+        for process in self.processes:
+            if terminate:
+                process.terminate()
+            process.join(timeout=None if not terminate else 10)
+        for inbox in self.inboxes:
+            inbox.close()
+        self.processes, self.inboxes = [], []
 
     def __exit__(self, *exc):
         global _TOKENIZER
-        if self.pool is not None:
-            self.pool.terminate() if exc[0] else self.pool.close()
-            self.pool.join()
+        self._stop(terminate=exc[0] is not None)
         _STATE.clear()
         _STATE.update(self.saved[0])
         _TOKENIZER = self.saved[1]
         return False
 
 
-def _outcome(async_result, result):
-    return result if async_result is None else async_result.get()
+def _worker_main(state, tasks, outbox):
+    """A worker process: items from `tasks` until None, each result (or error) sent to `outbox`."""
+    gc.disable()  # it allocates no reference cycles; the collector's passes only cost time
+    _init_worker(state)
+    while True:
+        message = tasks.get()
+        if message is None:
+            return
+        function, index, item = message
+        try:
+            outbox.send((index, function(item), None))
+        except BaseException as error:  # sent back to the main process, which raises it
+            try:
+                outbox.send((index, None, error))
+            except Exception:  # an error that does not pickle
+                outbox.send((index, None, RuntimeError(f"{type(error).__name__}: {error}")))
+
+
+class _SpillFile:
+    """The name of a file in the spill directory that the receiving process reads once and removes."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def take(self):
+        with open(self.path, "rb") as file:
+            data = file.read()
+        os.unlink(self.path)
+        return data
+
+    @classmethod
+    def save_arrays(cls, path, arrays):
+        with open(path, "wb") as file:
+            for array in arrays:
+                np.save(file, array)
+        return cls(path)
+
+    def take_arrays(self, count):
+        with open(self.path, "rb") as file:
+            arrays = [np.load(file) for _ in range(count)]
+        os.unlink(self.path)
+        return arrays
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -628,7 +736,7 @@ def _permutation(count, key):
 
 def _run_task(task):
     copy, index, documents, position = task
-    if "corpus" not in _STATE:  # a pool worker's first instance task
+    if "corpus" not in _STATE:  # a worker process's first instance task
         _load_shared(_STATE["spill"])
     corpus, tables, settings = _STATE["corpus"], _STATE["tables"], _STATE["settings"]
     task_key = _key(_key(settings["seed"] & _MASK64, copy), index)
@@ -665,8 +773,8 @@ def _run_task(task):
         ends = np.frombuffer(ends, np.int64)
     else:
         blob, ends, stats = _build_with_numpy(corpus, tables, settings, documents, keys, position)
-    # One bytes object and the record ends, not thousands of small objects; from a pool worker, in a file (the
-    # name travels back), which spares the main process unpickling megabytes from the pipe while it writes shards.
+    # One bytes object and the record ends, not thousands of small objects; from a worker process, in a file (the
+    # name travels back), which spares the main process unpickling megabytes from a pipe while it writes shards.
     if _STATE.get("spill"):
         path = os.path.join(_STATE["spill"], f"{copy}-{index}.records")
         with open(path, "wb") as file:
@@ -1151,24 +1259,38 @@ class _ShardWriter:
         self.writers = [(_FileWriter if framed else _TensorFlowWriter)(path) for path in self.temporary]
 
     def write(self, blob, ends, offset):
-        """A task's records (`blob` cut at `ends`), the task at position `offset` of the plan."""
+        """A task's records, cut at `ends`: `blob` is their bytes, or the path of a pool worker's file holding them
+        (copied by the kernel, `os.sendfile`, then removed); the task is at position `offset` of the plan."""
         shards = len(self.writers)
         count = len(ends)
         per_shard = [len(range((shard - offset) % shards, count, shards)) for shard in range(shards)]
         last = np.cumsum(per_shard) - 1  # the index of each shard's last record
-        view = memoryview(blob)
-        start = 0
-        for writer, records, last_record in zip(self.writers, per_shard, last.tolist()):
-            if not records:
-                continue
-            end = int(ends[last_record])
+        source = None
+        if isinstance(blob, str):
             if self.framed:
-                writer.write(view[start:end])
+                source = os.open(blob, os.O_RDONLY)
             else:
-                first = last_record - records + 1
-                starts = [start, *ends[first:last_record].tolist()]
-                writer.write_all([view[a:b] for a, b in zip(starts, ends[first : last_record + 1].tolist())])
-            start = end
+                blob = _take(blob)
+        try:
+            view = memoryview(blob) if source is None else None
+            start = 0
+            for writer, records, last_record in zip(self.writers, per_shard, last.tolist()):
+                if not records:
+                    continue
+                end = int(ends[last_record])
+                if source is not None:
+                    writer.copy_from(source, start, end - start)
+                elif self.framed:
+                    writer.write(view[start:end])
+                else:
+                    first = last_record - records + 1
+                    starts = [start, *ends[first:last_record].tolist()]
+                    writer.write_all([view[a:b] for a, b in zip(starts, ends[first : last_record + 1].tolist())])
+                start = end
+        finally:
+            if source is not None:
+                os.close(source)
+                os.unlink(blob)
 
     def close(self):
         for writer in self.writers:
@@ -1199,6 +1321,15 @@ class _FileWriter:
     def write(self, data):
         while data:  # a short write (rare on a regular file): the remainder
             data = data[self.file.write(data) :]
+
+    def copy_from(self, source, offset, count):
+        """Append `count` bytes of the file descriptor `source` from `offset`, copied in the kernel."""
+        while count:
+            sent = os.sendfile(self.file.fileno(), source, offset, count)
+            if not sent:
+                raise OSError(f"{self.file.name}: the records file ended early")
+            offset += sent
+            count -= sent
 
     def close(self):
         self.file.close()
