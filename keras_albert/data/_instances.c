@@ -150,7 +150,7 @@ static void crc_init(void) {
         }
 }
 
-static uint32_t crc32c(const unsigned char *p, size_t n) {
+static uint32_t crc32c_table(const unsigned char *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     while (n >= 8) {
         uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
@@ -162,6 +162,24 @@ static uint32_t crc32c(const unsigned char *p, size_t n) {
     while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
     return c ^ 0xFFFFFFFFu;
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* SSE4.2's crc32 instruction computes CRC-32C: 8 bytes per instruction, several times the table's speed. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(const unsigned char *p, size_t n) {
+    uint64_t c = 0xFFFFFFFFu;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c = __builtin_ia32_crc32di(c, word);
+    }
+    uint32_t c32 = (uint32_t)c;
+    for (; n; p++, n--) c32 = __builtin_ia32_crc32qi(c32, *p);
+    return c32 ^ 0xFFFFFFFFu;
+}
+#define HAVE_CRC32C_INSTRUCTION 1
+#endif
+
+static uint32_t (*crc32c)(const unsigned char *, size_t) = crc32c_table;
 
 static void put_masked_crc(Buf *b, const unsigned char *data, size_t n) {
     uint32_t v = crc32c(data, n);
@@ -694,6 +712,18 @@ fail:
     return NULL;
 }
 
+/* crc32c_of(data, portable) -> int: the CRC-32C this module frames records with, by the table (portable=True) or
+ * by whatever this machine uses, for tests. */
+static PyObject *crc32c_of(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    int portable;
+    if (!PyArg_ParseTuple(args, "y*p", &data, &portable)) return NULL;
+    uint32_t value = portable ? crc32c_table(data.buf, data.len) : crc32c(data.buf, data.len);
+    PyBuffer_Release(&data);
+    return PyLong_FromUnsignedLong(value);
+}
+
 static PyMethodDef methods[] = {
     {"build", build, METH_VARARGS,
      "build(tokens, sentence_starts, document_starts, word_start, replacement_ids, documents, thresholds, pair_key, "
@@ -703,6 +733,8 @@ static PyMethodDef methods[] = {
      "and the counts."},
     {"flatten", flatten, METH_O,
      "flatten(ids) -> (tokens, lengths): lists of token ids as one int32 buffer, and the int64 length of each."},
+    {"crc32c_of", crc32c_of, METH_VARARGS,
+     "crc32c_of(data, portable) -> int: CRC-32C of data, by the table (portable) or as records are framed here."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_instances",
@@ -711,5 +743,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_instances",
 
 PyMODINIT_FUNC PyInit__instances(void) {
     crc_init();
+#ifdef HAVE_CRC32C_INSTRUCTION
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2")) crc32c = crc32c_sse42;
+#endif
     return PyModule_Create(&module);
 }

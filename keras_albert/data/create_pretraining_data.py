@@ -58,6 +58,24 @@ INSTANCE_CHUNK_TOKENS = 50_000
 GROUP_ROWS = 256
 
 
+def _cyclic_gc_paused(function):
+    """Run `function` with Python's cyclic garbage collector paused: a run allocates millions of short-lived
+    objects (sentences, token lists) and no reference cycles, and the collector's passes over them cost ~3%."""
+
+    @functools.wraps(function)
+    def paused(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
+
+
+@_cyclic_gc_paused
 def create_pretraining_data(
     inputs,
     tokenizer,
@@ -664,7 +682,7 @@ class _Executor:
 
 def _worker_main(state, tasks, outbox):
     """A worker process: items from `tasks` until None, each result (or error) sent to `outbox`."""
-    gc.disable()  # it allocates no reference cycles; the collector's passes only cost time
+    gc.disable()  # as `_cyclic_gc_paused`
     _init_worker(state)
     while True:
         message = tasks.get()
