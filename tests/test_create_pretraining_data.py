@@ -317,6 +317,25 @@ def test_compiled_and_numpy_builders_write_identical_records(model_type, setting
         assert compiled_summary[key] == numpy_summary[key], key
 
 
+def test_small_dev_shm_sends_the_corpus_through_disk(monkeypatch):
+    """With little room in /dev/shm (64 MB in many containers), the files between processes go to the temporary
+    directory and the corpus arrays to disk: the same shards."""
+    tokenizer = trained_tokenizer_dir("albert")
+    one, _ = run("shm-1", tokenizer, dupe_factor=1, workers=1)
+    real = cpd.shutil.disk_usage
+    places = []
+
+    def little_room(path):
+        places.append(str(path))
+        usage = real(path)
+        return usage._replace(free=1 << 20) if str(path).startswith("/dev/shm") else usage
+
+    monkeypatch.setattr(cpd.shutil, "disk_usage", little_room)
+    two, _ = run("shm-2", tokenizer, dupe_factor=1, workers=2)
+    assert _shard_bytes(two) == _shard_bytes(one)
+    assert places and not any(place.startswith("/dev/shm/") for place in places)  # nothing was placed there
+
+
 def test_compiled_crc32c_matches_google_crc32c():
     """Both CRC-32C paths of the compiled builder (the portable table and, on x86-64, SSE4.2) against
     google-crc32c, on lengths around the 8-byte steps."""

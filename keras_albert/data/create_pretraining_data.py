@@ -54,6 +54,8 @@ SUMMARY_FILE = "summary.json"
 # Work units. Fixed sizes (not derived from the number of workers) keep the output independent of `--workers`.
 TOKENIZE_PIECE_CHARS = 250_000
 SMALLEST_PIECE_CHARS = 25_000
+# Room the files in flight between processes may need: a few pieces and task results per worker (~1 MB each).
+SPILL_PER_WORKER = 32 << 20
 INSTANCE_CHUNK_TOKENS = 50_000
 GROUP_ROWS = 256
 
@@ -148,8 +150,9 @@ def create_pretraining_data(
     writer = spill = None
     try:
         if settings["workers"] > 1:  # the corpus reaches the workers, and their records come back, in files
-            spill = tempfile.mkdtemp(prefix="keras-albert-records-", dir=_spill_root())
-        # One pool for both steps, started once.
+            spill_root = _spill_root(settings["workers"] * SPILL_PER_WORKER)
+            spill = tempfile.mkdtemp(prefix="keras-albert-spill-", dir=spill_root)
+        # The worker processes serve both steps, started once.
         with _Executor(settings["workers"], tokenizer=tokenizer, spill=spill) as executor:
             # 1. Read, split into documents and sentences, and tokenize (each sentence once), in pieces of whole
             # documents.
@@ -575,6 +578,7 @@ class _Executor:
         self.processes, self.inboxes = [], []
         self.tasks = None
         self.in_flight = 0
+        self.directories = []  # made here, removed on exit
 
     def __enter__(self):
         self.saved = (dict(_STATE), _TOKENIZER)
@@ -609,14 +613,19 @@ class _Executor:
         _STATE.update(corpus=corpus, tables=tables, settings=settings)
         if not self.processes:
             return
-        spill = self.state["spill"]
+        spill = corpus_dir = self.state["spill"]
+        corpus_bytes = sum(getattr(corpus, name).nbytes for name in _Corpus.ARRAYS)
+        if shutil.disk_usage(spill).free < corpus_bytes + len(self.processes) * SPILL_PER_WORKER:
+            # A corpus too large for memory-backed /dev/shm goes to disk, where the page cache still shares it.
+            corpus_dir = tempfile.mkdtemp(prefix="keras-albert-corpus-", dir=_spill_root(2 * corpus_bytes))
+            self.directories.append(corpus_dir)
         for name in _Corpus.ARRAYS:
-            np.save(os.path.join(spill, f"corpus-{name}.npy"), getattr(corpus, name))
+            np.save(os.path.join(corpus_dir, f"corpus-{name}.npy"), getattr(corpus, name))
         for name in _Tables.ARRAYS:
             np.save(os.path.join(spill, f"tables-{name}.npy"), getattr(tables, name))
         scalars = {name: getattr(tables, name) for name in _Tables.SCALARS}
         with open(os.path.join(spill, "state.json"), "w", encoding="utf-8") as file:
-            json.dump({"settings": settings, "tables": scalars}, file)
+            json.dump({"settings": settings, "tables": scalars, "corpus_dir": corpus_dir}, file)
 
     def map(self, function, items, ship=None):
         """`function(item)` for every item, yielded in item order. `ship(item, spill)` turns an item into what is
@@ -674,6 +683,8 @@ class _Executor:
     def __exit__(self, *exc):
         global _TOKENIZER
         self._stop(terminate=exc[0] is not None)
+        for directory in self.directories:
+            shutil.rmtree(directory, ignore_errors=True)
         _STATE.clear()
         _STATE.update(self.saved[0])
         _TOKENIZER = self.saved[1]
@@ -846,13 +857,18 @@ def _load_shared(spill):
         state = json.load(file)
     tables = {name: np.load(os.path.join(spill, f"tables-{name}.npy")) for name in _Tables.ARRAYS}
     _STATE.update(settings=state["settings"], tables=_Tables(**tables, **state["tables"]))
-    arrays = [np.asarray(np.load(os.path.join(spill, f"corpus-{name}.npy"), mmap_mode="r")) for name in _Corpus.ARRAYS]
+    paths = [os.path.join(state["corpus_dir"], f"corpus-{name}.npy") for name in _Corpus.ARRAYS]
+    arrays = [np.asarray(np.load(path, mmap_mode="r")) for path in paths]
     _STATE["corpus"] = _Corpus(*arrays)
 
 
-def _spill_root():
-    """Where workers leave their records for the main process: memory-backed /dev/shm when there is one."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _spill_root(needed):
+    """Where processes leave files for each other: memory-backed /dev/shm when there is one with `needed` bytes
+    free (containers often mount only 64 MB there), else the system's temporary directory."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= needed:
+        return shm
+    return None
 
 
 def _take(path):
