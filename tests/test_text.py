@@ -100,6 +100,38 @@ def test_documents_on_blank_lines_and_sentences():
     assert text.split_sentences("  one.  Two?\nthree. ") == ["one.", "Two? three."]
 
 
+def test_sentence_ends_after_quotes_brackets_and_abbreviations():
+    content = (
+        'Mr. Smith met Dr. J. Watson at 5 p.m. Tea followed. He said "Go." Then he left. Ask Mr." Then go. '
+        'Wait... What?! "Yes!" (No.) [Fine.] _Done._ 1814 came? \u201cQuite.\u201d Etc. and so on.'
+    )
+    sentences = [
+        "Mr. Smith met Dr. J. Watson at 5 p.m. Tea followed.",
+        'He said "Go."',
+        "Then he left.",
+        'Ask Mr."',  # a closing quote makes the full stop an end, even after an abbreviation
+        "Then go.",
+        "Wait...",
+        "What?!",
+        '"Yes!"',
+        "(No.)",
+        "[Fine.]",
+        "_Done._",
+        "1814 came?",
+        "\u201cQuite.\u201d",
+        "Etc. and so on.",
+    ]
+    assert text.split_documents(content) == [sentences]
+    assert text.split_sentences(content) == sentences
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\u00a0"])
+def test_whitespace_around_blank_lines_and_in_runs(space):
+    content = "It was  late. \n \n  Next day.  Rain.\n\n\n\n Chapter  two.  ".replace(" ", space)
+    assert text.split_documents(content) == [["It was late."], ["Next day.", "Rain."], ["Chapter two."]]
+    assert text.split_documents(content, 3) == [["It was late.", "Next day.", "Rain."], ["Chapter two."]]
+
+
 def test_whole_corpus_reads_into_documents():
     documents = text.read_documents(text.corpus_files()[3])  # Persuasion
     sentences = [s for d in documents for s in d]

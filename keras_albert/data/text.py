@@ -10,6 +10,7 @@ import gzip
 import importlib.resources
 import os
 import re
+from itertools import chain, repeat
 
 from keras_albert.errors import UserInputError
 
@@ -23,33 +24,36 @@ _ABBREVIATIONS = frozenset(
 
 def _not_after_abbreviation():
     """Negative lookbehinds (one per word length, as Python's lookbehinds are fixed-width) that fail when the full
-    stop just matched ends a whole ASCII word that is an abbreviation (any case) or a single letter."""
+    stop and space just matched follow a whole ASCII word that is an abbreviation (any case) or a single letter."""
     by_length = {1: ["[A-Za-z]"]}
     for word in sorted(_ABBREVIATIONS):
         by_length.setdefault(len(word), []).append("".join(f"[{c.upper()}{c}]" for c in word))
     return "".join(
-        rf"(?<!(?<![A-Za-z])(?:{'|'.join(words)})\.)" for _, words in sorted(by_length.items())
+        rf"(?<!(?<![A-Za-z])(?:{'|'.join(words)})\. )" for _, words in sorted(by_length.items())
     )
 
 
 # A sentence end: terminal punctuation, optional closing quotes or brackets, a space, then something that can start a
-# sentence (an opening quote or bracket, a capital, a digit). A lone full stop after an abbreviation or an initial is
-# not one. Group 1 is the end without its space. Text is whitespace-collapsed first, with paragraph ends marked
-# "\x00" and document ends "\x00\x01"; `_split` turns sentence ends into "\x00" too, then splits with str.split
-# (a regex substitution and C string splits instead of a Python loop over every match: several times faster).
-# (One leading character class lets the regex engine skip quickly to candidates.)
-_SENTENCE_END = re.compile(
-    r"""([.!?](?:(?<=[!?])[.!?]*|(?<=\.)(?:[.!?]+|(?=["'\u201d\u2019)\]_])|"""
-    + _not_after_abbreviation()
-    + r"""))["'\u201d\u2019)\]_]*) (?=["'\u201c\u2018(\[_]*[A-Z0-9])"""
+# sentence (an opening quote or bracket, a capital, a digit); a full stop right before the space is not one after an
+# abbreviation or an initial. Text is whitespace-collapsed first, with document (and paragraph) ends marked; `_split`
+# marks each sentence end in place of its space, then splits with str.split (regex substitutions and C string splits
+# instead of a Python loop over every match). One regex per kind of end, each starting with its literal punctuation
+# mark, so that the regex engine skips to candidates by comparing characters (a leading [.!?] class costs a set test
+# per character: a scan ~10x slower); the commonest, a full stop right before the space, has no group to keep.
+_CLOSING = r"""["'\u201d\u2019)\]_]"""
+_SENTENCE_START_NEXT = r"""(?=["'\u201c\u2018(\[_]*[A-Z0-9])"""
+_FULL_STOP_END = re.compile(r"\. " + _not_after_abbreviation() + _SENTENCE_START_NEXT)
+_OTHER_ENDS = tuple(
+    re.compile(rf"({end}) {_SENTENCE_START_NEXT}") for end in (rf"\.{_CLOSING}+", rf"!{_CLOSING}*", rf"\?{_CLOSING}*")
 )
-# A paragraph or document break with the spaces after it (its marker rarely follows a space, and a leading
-# `[^\S\n]*` would make the regex try at every space).
-_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+[^\S\n]*")
+# Blank lines: a newline, optional spaces, a newline, then all the whitespace after. Starting at a newline keeps the
+# regex fast but leaves the whitespace before it, to be removed after collapsing if `_SPACE_BEFORE_MARK` finds any (a
+# search that starts at the rare first character of every blank-line mark, "\x00").
+_BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
+_SPACE_BEFORE_MARK = re.compile(r"\x00(?<=[^\S\n]\x00)")
 # Whitespace other than " " and "\n" (Unicode has none above U+3000): `in` tests for these few characters are far
 # faster than a regex scan.
 _OTHER_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \n")
-_SPACES = re.compile(r"  +")
 
 
 def corpus_files():
@@ -132,7 +136,8 @@ def split_sentences(text):
     A deliberately small rule set (no model, no download): it keeps abbreviations such as "Mr." and single-letter
     initials with the next word. Whitespace inside each sentence is collapsed to single spaces.
     """
-    return [sentence for document in _split(" ".join(text.replace("\x00", " ").split())) for sentence in document]
+    collapsed = " ".join(text.replace("\x00", " ").split())
+    return [sentence for document in _split(collapsed, "\x00\x01", "\x00") for sentence in document]
 
 
 def split_documents(text, document_break_lines=1):
@@ -149,27 +154,50 @@ def split_documents(text, document_break_lines=1):
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
 
-    def marker(blank):
-        return "\x00\x01" if blank.group().count("\n") - 1 >= document_break_lines else "\x00"
+    # One pass over the whole text: mark document (and paragraph) ends, collapse whitespace, then split.
+    if document_break_lines == 1 and "\x01" not in text:
+        # Every blank line ends a document: one literal replacement, "\x00" (no longer in the text); sentences end
+        # "\x01" (not in it either). One-character marks are the fastest to split on.
+        document_end, sentence_end = "\x00", "\x01"
+        marked = _BLANK_LINES.sub(document_end, text)
+    else:
+        # "\x00\x01" ends a document, "\x00" a paragraph or a sentence. (The text's own "\x01" right after a paragraph
+        # end makes a document end of it, and loses a space after it: unchanged behaviour.)
+        document_end, sentence_end = "\x00\x01", "\x00"
 
-    # One pass over the whole text: mark paragraph and document ends, collapse whitespace, then split.
-    marked = _BLANK_LINES.sub(marker, text)
+        def mark(blank):
+            return document_end if blank.group().count("\n") - 1 >= document_break_lines else sentence_end
+
+        marked = _BLANK_LINES.sub(mark, text)
+    spaces_before_mark = _SPACE_BEFORE_MARK.search(marked) is not None
     if any(space in marked for space in _OTHER_WHITESPACE):
         collapsed = " ".join(marked.split())
-    else:  # only spaces and newlines: the same result, three times faster
-        collapsed = _SPACES.sub(" ", marked.replace("\n", " ")).strip(" ")
-    for spaced, bare in ((" \x00", "\x00"), ("\x00 ", "\x00"), ("\x01 ", "\x01")):
-        if spaced in collapsed:  # a search is much cheaper than a copy of the text
-            collapsed = collapsed.replace(spaced, bare)
-    return _split(collapsed)
+    else:  # only spaces and newlines: the same result, several times faster
+        collapsed = marked.replace("\n", " ")
+        pieces = collapsed.split("  ")
+        if len(pieces) > 1:  # runs of spaces: the spaces at a piece's ends belong to runs; one space joins the pieces
+            collapsed = " ".join(filter(None, map(str.strip, pieces, repeat(" "))))
+        else:
+            collapsed = collapsed.strip(" ")
+    if spaces_before_mark:
+        collapsed = collapsed.replace(" \x00", "\x00")
+    if "\x01" in text:
+        collapsed = collapsed.replace("\x01 ", "\x01")
+    return _split(collapsed, document_end, sentence_end)
 
 
-def _split(collapsed):
-    documents = []
-    for document in _SENTENCE_END.sub("\\1\x00", collapsed).split("\x00\x01"):
-        sentences = [sentence for sentence in document.split("\x00") if sentence]
-        if sentences:
-            documents.append(sentences)
+def _split(collapsed, document_end, sentence_end):
+    """Documents (lists of sentences) of whitespace-collapsed text whose document ends are marked `document_end`:
+    each sentence end gets `sentence_end` in place of its space, then str.split cuts them apart."""
+    collapsed = _FULL_STOP_END.sub("." + sentence_end, collapsed)
+    # The other ends are kept (group 1): "{0[1]}".format(match) reads the group in C, where a "\1" template would be
+    # expanded by Python code for every match (Python 3.11).
+    keep_end = ("{0[1]}" + sentence_end).format
+    for end in _OTHER_ENDS:
+        collapsed = end.sub(keep_end, collapsed)
+    documents = list(map(str.split, collapsed.split(document_end), repeat(sentence_end)))
+    if "" in chain.from_iterable(documents):  # a mark at either end of the text, or next to the text's own "\x01"
+        documents = [sentences for sentences in ([s for s in document if s] for document in documents) if sentences]
     return documents
 
 
