@@ -336,6 +336,35 @@ def test_small_dev_shm_sends_the_corpus_through_disk(monkeypatch):
     assert places and not any(place.startswith("/dev/shm/") for place in places)  # nothing was placed there
 
 
+def _double(item):
+    return 2 * item
+
+
+def _refuse_thirteen(item):
+    if item == 13:
+        raise UserInputError("item 13 is bad")
+    return item
+
+
+def _die_outside(item):
+    """Kills any process but the one that started the test (whose pid the item carries)."""
+    number, parent = item
+    if os.getpid() != parent:
+        os._exit(3)
+    return number
+
+
+def test_executor_keeps_item_order_and_surfaces_worker_errors():
+    with cpd._Executor(3, spill=scratch_dir("executor")) as executor:
+        assert list(executor.map(_double, iter(range(40)))) == [2 * i for i in range(40)]
+        assert list(executor.map(_double, [])) == []
+        with pytest.raises(UserInputError, match="item 13 is bad"):
+            list(executor.map(_refuse_thirteen, range(40)))
+    with cpd._Executor(2, spill=scratch_dir("executor")) as executor:
+        with pytest.raises(RuntimeError, match=r"worker process died \(exit code 3\)"):
+            list(executor.map(_die_outside, [(i, os.getpid()) for i in range(40)]))
+
+
 def test_compiled_crc32c_matches_google_crc32c():
     """Both CRC-32C paths of the compiled builder (the portable table and, on x86-64, SSE4.2) against
     google-crc32c, on lengths around the 8-byte steps."""

@@ -659,14 +659,21 @@ class _Executor:
         sentinels = [process.sentinel for process in self.processes]
         for ready in multiprocessing.connection.wait(self.inboxes + sentinels, timeout=None if block else 0):
             if ready in sentinels:
-                process = self.processes[sentinels.index(ready)]
-                raise RuntimeError(f"a create-pretraining-data worker process died (exit code {process.exitcode})")
-            while ready.poll():
-                index, result, error = ready.recv()
-                self.in_flight -= 1
-                if error is not None:
-                    raise error
-                done[index] = result
+                self._died(self.processes[sentinels.index(ready)])
+            try:
+                while ready.poll():
+                    index, result, error = ready.recv()
+                    self.in_flight -= 1
+                    if error is not None:
+                        raise error
+                    done[index] = result
+            except EOFError:  # the worker's end of the pipe closed: it is gone
+                self._died(self.processes[self.inboxes.index(ready)])
+
+    @staticmethod
+    def _died(process):
+        process.join(timeout=10)
+        raise RuntimeError(f"a create-pretraining-data worker process died (exit code {process.exitcode})")
 
     def _stop(self, terminate):
         if not terminate:
@@ -675,7 +682,10 @@ class _Executor:
         for process in self.processes:
             if terminate:
                 process.terminate()
-            process.join(timeout=None if not terminate else 10)
+            process.join(timeout=10 if terminate else 60)
+            if process.is_alive():  # stuck sending a result nobody reads
+                process.terminate()
+                process.join(timeout=10)
         for inbox in self.inboxes:
             inbox.close()
         self.processes, self.inboxes = [], []
