@@ -9,15 +9,19 @@ ALBERT's sentence-order prediction swaps A and B with probability 0.5 (label 1 =
 tokens, whole words, or ALBERT's n-grams of whole words (n up to `max_ngram`, probability proportional to 1/n), and
 replaces 80% by `[MASK]`, 10% by a random token, keeps 10%.
 
-Two deliberate differences from Google's scripts: a chunk holding a single sentence is split inside that sentence
-for sentence-order prediction (Google substitutes a random-document segment there, which mixes NSP negatives into
-SOP and unbalances its labels), and every random draw comes from counter-based streams keyed by (seed, copy, document
-chunk, instance), so the output is byte-identical for a seed whatever `--workers` (Google's n-gram sampling calls the
-unseeded global NumPy generator).
+Deliberate differences from Google's scripts: a chunk holding a single sentence is split inside that sentence for
+sentence-order prediction (Google substitutes a random-document segment there, which mixes NSP negatives into SOP
+and unbalances its labels); every random draw comes from counter-based streams keyed by (seed, copy, document chunk,
+instance), so the output is byte-identical for a seed whatever `--workers` (Google's n-gram sampling calls the
+unseeded global NumPy generator); and instead of holding every instance in memory for one global shuffle, the
+documents are shuffled, cut into chunks of about INSTANCE_CHUNK_TOKENS tokens, the (copy, chunk) tasks run in a
+shuffled order and each task's records are shuffled and dealt round-robin over the shards, so that consecutive records
+of a shard come from random places of the corpus while memory stays bounded.
 
 Instances are built by a compiled module (`_instances.c`) when the install compiled it, else by its NumPy twin in
-this file; both draw the same numbers and write byte-identical records (tested), the compiled one about 15 times
-faster.
+this file; both draw the same numbers and write byte-identical records (tested), the compiled one about 14 times
+faster. `--workers` processes share the work (`_Executor`): reading, sentence splitting and tokenizing pieces of the
+text, then building the instances of each task.
 
 The records hold Google's feature spec: `input_ids`, `input_mask`, `segment_ids` int64 [max_seq_length];
 `masked_lm_positions`, `masked_lm_ids` int64 and `masked_lm_weights` float32 [max_predictions_per_seq];
@@ -51,7 +55,8 @@ MASKING_MODES = ("token", "whole_word", "ngram")
 SHARD_NAME = "part-{index:05d}-of-{count:05d}.tfrecord"
 SHARD_PATTERN = re.compile(r"part-\d{5}-of-(\d{5})\.tfrecord$")
 SUMMARY_FILE = "summary.json"
-# Work units. Fixed sizes (not derived from the number of workers) keep the output independent of `--workers`.
+# Work units. Text pieces end at document breaks, so where they are cut does not change the output; instance chunks
+# have a fixed size (not derived from the number of workers), which keeps the output independent of `--workers`.
 TOKENIZE_PIECE_CHARS = 250_000
 SMALLEST_PIECE_CHARS = 25_000
 # Room the files in flight between processes may need: a few pieces and task results per worker (~1 MB each).
