@@ -11,7 +11,8 @@ Prints, in one run on one machine:
    cores give to two independent tokenizers, the ceiling for the pipeline's speed-up with 2 workers);
 2. create-pretraining-data on the whole embedded corpus (dupe_factor 1, ALBERT n-gram masking, 20 predictions) for
    each `--seq_lengths` and `--workers`: corpus tokens/s from start to the renamed shards (best of `--repeats`),
-   its share of the raw tokenizer's speed, and the speed-up over one worker; then the instance step alone (pairs,
+   its share of the raw tokenizer's speed, and the speed-up over one worker; the same with the default dupe_factor
+   10, and on the corpus four times over (where fixed costs weigh less); then the instance step alone (pairs,
    masking, serialization of the tokenized corpus, one process) with the compiled builder and its NumPy twin;
 3. the reader feeding `albert_base` shapes (`--reader_seq`, 20 predictions, batch `--batch_size`): examples/s with
    the records' masks and with dynamic n-gram masking, against one `albert_base` training step
@@ -99,6 +100,60 @@ def instance_step(cpd, tokenizer_dir, repeats, figures):
             print(f"     {builder:8s} builder: {seconds * 1000:7.1f} ms = {corpus.num_tokens / seconds:12,.0f} tokens/s")
 
 
+def pipeline_rows(cpd, tokenizer_dir, inputs, args, raw, dupe_factor):
+    """create-pretraining-data for each --seq_lengths and --workers: one printed row and one dict each."""
+    rows = []
+    for seq in [int(s) for s in args.seq_lengths.split(",")]:
+        baseline = baseline_cpu = None
+        for workers in [int(w) for w in args.workers.split(",")]:
+            out = os.path.join(tempfile.gettempdir(), f"bench-pretraining-data-{os.getpid()}-{seq}-{workers}")
+
+            def create(out=out, seq=seq, workers=workers):
+                shutil.rmtree(out, ignore_errors=True)
+                return cpd.create_pretraining_data(
+                    inputs,
+                    tokenizer_dir,
+                    out,
+                    max_seq_length=seq,
+                    max_predictions_per_seq=20,
+                    dupe_factor=dupe_factor,
+                    workers=workers,
+                    num_shards=4,
+                    progress=False,
+                )
+
+            try:
+                (seconds, cpu_seconds), summary = best_of(args.repeats, create, cpu=True)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            speed = summary["corpus_tokens"] / seconds
+            baseline = baseline or speed
+            baseline_cpu = baseline_cpu or cpu_seconds
+            # CPU efficiency: the CPU time one worker needs over the CPU time all workers spend. With a free
+            # core per worker the wall-time speed-up is workers x efficiency; on a busy machine it is less.
+            row = {
+                "max_seq_length": seq,
+                "workers": workers,
+                "dupe_factor": dupe_factor,
+                "corpus_tokens": summary["corpus_tokens"],
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "corpus_tokens_per_s": speed,
+                "share_of_raw_tokenizer": speed / raw,
+                "speed_up": speed / baseline,
+                "cpu_efficiency": baseline_cpu / cpu_seconds,
+                "instances": summary["instances"],
+                "padding_share": summary["padding_share"],
+            }
+            rows.append(row)
+            print(
+                f"   {seq:3d}  {workers:7d}  {seconds:7.2f}  {cpu_seconds:5.2f}  {speed:16,.0f}  "
+                f"{speed / raw:11.0%}  {speed / baseline:7.2f}x  {baseline_cpu / cpu_seconds:13.0%}  "
+                f"{summary['instances']:9d}  {summary['padding_share']:6.1%}"
+            )
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocab_size", type=int, default=8000)
@@ -155,50 +210,18 @@ def main(argv=None):
             "   seq  workers  seconds  CPU s   corpus tokens/s  share of raw  speed-up  CPU efficiency  instances"
             "  padding"
         )
-        figures["pipeline"] = []
-        for seq in [int(s) for s in args.seq_lengths.split(",")]:
-            baseline = baseline_cpu = None
-            for workers in [int(w) for w in args.workers.split(",")]:
-                out = os.path.join(work, f"data-{seq}-{workers}")
-
-                def create(out=out, seq=seq, workers=workers):
-                    shutil.rmtree(out, ignore_errors=True)
-                    return cpd.create_pretraining_data(
-                        None,
-                        tokenizer_dir,
-                        out,
-                        max_seq_length=seq,
-                        max_predictions_per_seq=20,
-                        dupe_factor=1,
-                        workers=workers,
-                        num_shards=4,
-                        progress=False,
-                    )
-
-                (seconds, cpu_seconds), summary = best_of(args.repeats, create, cpu=True)
-                speed = summary["corpus_tokens"] / seconds
-                baseline = baseline or speed
-                baseline_cpu = baseline_cpu or cpu_seconds
-                # CPU efficiency: the CPU time one worker needs over the CPU time all workers spend. With a free
-                # core per worker the wall-time speed-up is workers x efficiency; on a busy machine it is less.
-                row = {
-                    "max_seq_length": seq,
-                    "workers": workers,
-                    "seconds": seconds,
-                    "cpu_seconds": cpu_seconds,
-                    "corpus_tokens_per_s": speed,
-                    "share_of_raw_tokenizer": speed / raw,
-                    "speed_up": speed / baseline,
-                    "cpu_efficiency": baseline_cpu / cpu_seconds,
-                    "instances": summary["instances"],
-                    "padding_share": summary["padding_share"],
-                }
-                figures["pipeline"].append(row)
-                print(
-                    f"   {seq:3d}  {workers:7d}  {seconds:7.2f}  {cpu_seconds:5.2f}  {speed:16,.0f}  "
-                    f"{speed / raw:11.0%}  {speed / baseline:7.2f}x  {baseline_cpu / cpu_seconds:13.0%}  "
-                    f"{summary['instances']:9d}  {summary['padding_share']:6.1%}"
-                )
+        figures["pipeline"] = pipeline_rows(cpd, tokenizer_dir, None, args, raw, dupe_factor=1)
+        print("   the same, default --dupe_factor 10:")
+        figures["pipeline_dupe_factor_10"] = pipeline_rows(cpd, tokenizer_dir, None, args, raw, dupe_factor=10)
+        # Fixed costs (loading the tokenizer, starting processes, the step between tokenizing and building
+        # instances) weigh less on a larger input.
+        larger = os.path.join(work, "corpus-x4")
+        os.makedirs(larger)
+        for copy in range(4):
+            for path in paths:
+                shutil.copy(path, os.path.join(larger, f"{copy}-{os.path.basename(path)}"))
+        print("   the corpus 4 times over (24 gzip files), dupe_factor 1:")
+        figures["pipeline_corpus_x4"] = pipeline_rows(cpd, tokenizer_dir, larger, args, raw, dupe_factor=1)
 
         instance_step(cpd, tokenizer_dir, args.repeats, figures)
 
