@@ -168,14 +168,15 @@ def create_pretraining_data(
             # 2. Instances, masked and serialized in parallel, one seeded task per (copy, chunk of documents).
             tables = _Tables.from_tokenizer(tokenizer)
             tasks = _plan_tasks(corpus, settings)
-            executor.share(corpus=corpus, tables=tables, settings=settings)
             # Without google-crc32c, TensorFlow (for its TFRecord writer) loads only now, after the workers fork.
-            writer = _ShardWriter(shard_paths, settings["framed"])
+            writer = _ShardWriter(shard_paths, settings["framed"], executor)
+            executor.share(corpus=corpus, tables=tables, settings=settings, shard_files=writer.temporary)
             bar = _progress(progress, "instances", "chunk", total=len(tasks))
             for task, (blob, ends, stats) in zip(tasks, executor.map(_run_task, tasks)):
                 totals.add(stats)
                 writer.write(blob, ends, offset=task[3])
                 bar.update(1)
+            executor.wait_for_writes()
             bar.close()
         writer.close()
     except BaseException:
@@ -568,21 +569,22 @@ def _init_worker(state, in_pool=True):
 class _Executor:
     """`map` in item order over this process and `workers - 1` worker processes (the results are the same).
 
-    Workers pull items from one queue, so an idle worker starts the next item at once, with no dispatching thread
-    in this process to wait for (a pool's helper threads need the GIL, which this process's own work holds for
-    milliseconds at a time). Large items and results cross as files in the spill directory (memory-backed /dev/shm
-    where there is one), never as megabytes through a pipe, whose 64 KiB turns would stall both sides. This process
-    keeps the workers two items ahead each, takes items itself when they are, and reads the input and writes the
-    shards in between: with a process per core, one that only fed the others and waited would still take CPU from
-    them, and leave a core idle when it does not.
+    Each worker gets its items through its own pipe, two ahead, so it never waits for work, and answers through
+    another; no helper thread in this process is involved (a pool's would need the GIL, which this process's own work
+    holds for milliseconds at a time). Large items and results never cross a pipe, whose 64 KiB turns would stall
+    both sides: text pieces travel as files in the spill directory (memory-backed /dev/shm where there is one), tokens
+    come back the same way, and a worker keeps the records it built until told where in the shards they go, then
+    writes them there itself (`write_held`), so no record is copied between processes. This process takes items
+    itself when every worker has two, and reads the input and places records in between: with a process per core,
+    one that only fed the others would still take CPU from them, and leave a core idle when it waits.
     """
 
     def __init__(self, workers, tokenizer=None, spill=None):
         self.workers = workers
         self.state = {"tokenizer": tokenizer, "spill": spill}
-        self.processes, self.inboxes = [], []
-        self.tasks = None
-        self.in_flight = 0
+        self.processes, self.orders, self.inboxes = [], [], []
+        self.in_flight = []  # items sent to each worker and not yet answered
+        self.writes = 0  # write orders not yet done
         self.directories = []  # made here, removed on exit
 
     def __enter__(self):
@@ -592,28 +594,32 @@ class _Executor:
             # Fork is cheap and shares the tokenizer; after TensorFlow is loaded only spawn is safe.
             method = "spawn" if "tensorflow" in sys.modules or sys.platform != "linux" else "fork"
             context = multiprocessing.get_context(method)
-            self.tasks = context.SimpleQueue()
             try:
-                for _ in range(self.workers - 1):
+                for rank in range(self.workers - 1):
+                    orders_in, orders_out = context.Pipe(duplex=False)
                     inbox, outbox = context.Pipe(duplex=False)
                     process = context.Process(
-                        target=_worker_main, args=(self.state, self.tasks, outbox), daemon=True
+                        target=_worker_main, args=({**self.state, "rank": rank}, orders_in, outbox), daemon=True
                     )
                     process.start()
+                    orders_in.close()
                     outbox.close()
                     self.processes.append(process)
+                    self.orders.append(orders_out)
                     self.inboxes.append(inbox)
+                    self.in_flight.append(0)
             except BaseException:
                 self._stop(terminate=True)
                 raise
         return self
 
-    def share(self, corpus, tables, settings):
-        """Make `corpus`, `tables` and `settings` `_STATE` here and in every worker process.
+    def share(self, corpus, tables, settings, shard_files=()):
+        """Make `corpus`, `tables` and `settings` `_STATE` here and in every worker process, and tell the workers the
+        shard files they write records into.
 
         For the workers, written once into the spill directory, where each loads them at its first instance task
         (`_load_shared`): the arrays as .npy files that the workers map (one copy of the corpus in memory, whatever
-        the number of workers), the scalars as JSON.
+        the number of workers), the rest as JSON.
         """
         _STATE.update(corpus=corpus, tables=tables, settings=settings)
         if not self.processes:
@@ -629,8 +635,9 @@ class _Executor:
         for name in _Tables.ARRAYS:
             np.save(os.path.join(spill, f"tables-{name}.npy"), getattr(tables, name))
         scalars = {name: getattr(tables, name) for name in _Tables.SCALARS}
+        state = {"settings": settings, "tables": scalars, "corpus_dir": corpus_dir, "shard_files": list(shard_files)}
         with open(os.path.join(spill, "state.json"), "w", encoding="utf-8") as file:
-            json.dump({"settings": settings, "tables": scalars, "corpus_dir": corpus_dir}, file)
+            json.dump(state, file)
 
     def map(self, function, items, ship=None):
         """`function(item)` for every item, yielded in item order. `ship(item, spill)` turns an item into what is
@@ -644,9 +651,10 @@ class _Executor:
         count = following = 0
         for count, item in enumerate(items, 1):
             self._receive(done, block=False)
-            if self.in_flight < 2 * len(self.processes):
-                self.tasks.put((function, count - 1, ship(item, self.state["spill"]) if ship else item))
-                self.in_flight += 1
+            rank = min(range(len(self.processes)), key=self.in_flight.__getitem__)
+            if self.in_flight[rank] < 2:
+                self.orders[rank].send(("run", function, count - 1, ship(item, self.state["spill"]) if ship else item))
+                self.in_flight[rank] += 1
             else:
                 done[count - 1] = function(item)
             while following in done:
@@ -659,21 +667,34 @@ class _Executor:
             yield done.pop(following)
             following += 1
 
+    def write_held(self, held, placements):
+        """Have the worker holding a task's records (`_Held`) write them: (shard, file offset, start, end) each."""
+        self.orders[held.rank].send(("write", held.position, placements))
+        self.writes += 1
+
+    def wait_for_writes(self):
+        while self.writes:
+            self._receive({}, block=True)
+
     def _receive(self, done, block):
-        """Results that workers have sent (waiting for one with `block`); a worker's error is raised here."""
+        """Messages that workers have sent (waiting for one with `block`); a worker's error is raised here."""
         sentinels = [process.sentinel for process in self.processes]
         for ready in multiprocessing.connection.wait(self.inboxes + sentinels, timeout=None if block else 0):
             if ready in sentinels:
                 self._died(self.processes[sentinels.index(ready)])
+            rank = self.inboxes.index(ready)
             try:
                 while ready.poll():
-                    index, result, error = ready.recv()
-                    self.in_flight -= 1
+                    kind, index, result, error = ready.recv()
                     if error is not None:
                         raise error
-                    done[index] = result
+                    if kind == "run":
+                        self.in_flight[rank] -= 1
+                        done[index] = result
+                    else:
+                        self.writes -= 1
             except EOFError:  # the worker's end of the pipe closed: it is gone
-                self._died(self.processes[self.inboxes.index(ready)])
+                self._died(self.processes[rank])
 
     @staticmethod
     def _died(process):
@@ -681,9 +702,11 @@ class _Executor:
         raise RuntimeError(f"a create-pretraining-data worker process died (exit code {process.exitcode})")
 
     def _stop(self, terminate):
-        if not terminate:
-            for _ in self.processes:
-                self.tasks.put(None)
+        for orders in self.orders:
+            try:
+                orders.send(None)
+            except OSError:  # the worker is gone
+                pass
         for process in self.processes:
             if terminate:
                 process.terminate()
@@ -691,9 +714,9 @@ class _Executor:
             if process.is_alive():  # stuck sending a result nobody reads
                 process.terminate()
                 process.join(timeout=10)
-        for inbox in self.inboxes:
-            inbox.close()
-        self.processes, self.inboxes = [], []
+        for connection in self.orders + self.inboxes:
+            connection.close()
+        self.processes, self.orders, self.inboxes = [], [], []
 
     def __exit__(self, *exc):
         global _TOKENIZER
@@ -706,22 +729,60 @@ class _Executor:
         return False
 
 
-def _worker_main(state, tasks, outbox):
-    """A worker process: items from `tasks` until None, each result (or error) sent to `outbox`."""
+_HELD = {}  # in a worker process: task position -> the records it built, until told where they go
+
+
+class _Held:
+    """A task's records kept by worker `rank`, which writes them when told where (`_Executor.write_held`)."""
+
+    def __init__(self, rank, position):
+        self.rank, self.position = rank, position
+
+
+def _worker_main(state, orders, outbox):
+    """A worker process: runs items and write orders from `orders` until None, answering each on `outbox`."""
     gc.disable()  # as `_cyclic_gc_paused`
     _init_worker(state)
-    while True:
-        message = tasks.get()
-        if message is None:
-            return
-        function, index, item = message
-        try:
-            outbox.send((index, function(item), None))
-        except BaseException as error:  # sent back to the main process, which raises it
+    files = {}
+    try:
+        while True:
+            message = orders.recv()
+            if message is None:
+                return
+            if message[0] == "run":
+                _, function, index, item = message
+            else:
+                _, index, placements = message
             try:
-                outbox.send((index, None, error))
-            except Exception:  # an error that does not pickle
-                outbox.send((index, None, RuntimeError(f"{type(error).__name__}: {error}")))
+                if message[0] == "run":
+                    result = function(item)
+                else:
+                    result = _write_records(_HELD.pop(index), placements, files)
+                outbox.send((message[0], index, result, None))
+            except BaseException as error:  # sent back to the main process, which raises it
+                try:
+                    outbox.send((message[0], index, None, error))
+                except Exception:  # an error that does not pickle
+                    outbox.send((message[0], index, None, RuntimeError(f"{type(error).__name__}: {error}")))
+    finally:
+        for descriptor in files.values():
+            os.close(descriptor)
+
+
+def _write_records(blob, placements, files):
+    """Write slices of `blob` into the shard files: (shard, file offset, start, end) each."""
+    view = memoryview(blob)
+    paths = _STATE["shared"]["shard_files"]
+    for shard, offset, start, end in placements:
+        if shard not in files:
+            files[shard] = os.open(paths[shard], os.O_WRONLY)
+        _pwrite_all(files[shard], view[start:end], offset)
+
+
+def _pwrite_all(descriptor, data, offset):
+    while data:  # a short write (rare on a regular file): the remainder
+        written = os.pwrite(descriptor, data, offset)
+        data, offset = data[written:], offset + written
 
 
 class _SpillFile:
@@ -817,9 +878,13 @@ def _run_task(task):
         ends = np.frombuffer(ends, np.int64)
     else:
         blob, ends, stats = _build_with_numpy(corpus, tables, settings, documents, keys, position)
-    # One bytes object and the record ends, not thousands of small objects; from a worker process, in a file (the
-    # name travels back), which spares the main process unpickling megabytes from a pipe while it writes shards.
-    if _STATE.get("spill"):
+    # One bytes object and the record ends, not thousands of small objects. A worker process keeps framed records
+    # and writes them into the shards itself when told where (`_Executor.write_held`); unframed ones (TensorFlow's
+    # writer frames them in the main process) go back in a spill file, whose name travels back.
+    if _STATE.get("spill") and settings["framed"]:
+        _HELD[position] = blob
+        blob = _Held(_STATE["rank"], position)
+    elif _STATE.get("spill"):
         path = os.path.join(_STATE["spill"], f"{copy}-{index}.records")
         with open(path, "wb") as file:
             file.write(blob)
@@ -871,7 +936,7 @@ def _load_shared(spill):
     with open(os.path.join(spill, "state.json"), encoding="utf-8") as file:
         state = json.load(file)
     tables = {name: np.load(os.path.join(spill, f"tables-{name}.npy")) for name in _Tables.ARRAYS}
-    _STATE.update(settings=state["settings"], tables=_Tables(**tables, **state["tables"]))
+    _STATE.update(settings=state["settings"], tables=_Tables(**tables, **state["tables"]), shared=state)
     paths = [os.path.join(state["corpus_dir"], f"corpus-{name}.npy") for name in _Corpus.ARRAYS]
     arrays = [np.asarray(np.load(path, mmap_mode="r")) for path in paths]
     _STATE["corpus"] = _Corpus(*arrays)
@@ -1296,92 +1361,82 @@ def _frame(record, crc):
 class _ShardWriter:
     """Appends each task's records to the shards, written under temporary names and renamed when complete.
 
-    A task's records arrive grouped by shard (`_shard_major`), so each shard gets one slice of the task's bytes.
-    Records arrive framed (TFRecord format) and are appended as bytes, or, with `framed=False`, TensorFlow's
-    `TFRecordWriter` frames them one by one.
+    A task's records arrive grouped by shard (`_shard_major`), so each shard gets one slice of the task's bytes, at
+    the shard's current end. Framed records (TFRecord format) are placed with positional writes: here when this
+    process built them, else by the worker process that holds them (`_Executor.write_held`), so tasks finished in
+    any order land where the task order puts them. With `framed=False`, TensorFlow's `TFRecordWriter` frames them
+    one by one, here.
     """
 
-    def __init__(self, paths, framed):
+    def __init__(self, paths, framed, executor=None):
         self.paths = paths
         self.temporary = [os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".tmp") for p in paths]
         self.framed = framed
-        self.writers = [(_FileWriter if framed else _TensorFlowWriter)(path) for path in self.temporary]
+        self.executor = executor
+        if framed:
+            self.files = [os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for path in self.temporary]
+            self.sizes = [0] * len(paths)
+        else:
+            self.writers = [_TensorFlowWriter(path) for path in self.temporary]
 
     def write(self, blob, ends, offset):
-        """A task's records, cut at `ends`: `blob` is their bytes, or the path of a pool worker's file holding them
-        (copied by the kernel, `os.sendfile`, then removed); the task is at position `offset` of the plan."""
-        shards = len(self.writers)
+        """A task's records, cut at `ends`: `blob` is their bytes, a `_Held` marker for a worker's, or the path of a
+        worker's file holding them; the task is at position `offset` of the plan."""
+        shards = len(self.paths)
         count = len(ends)
         per_shard = [len(range((shard - offset) % shards, count, shards)) for shard in range(shards)]
         last = np.cumsum(per_shard) - 1  # the index of each shard's last record
-        source = None
         if isinstance(blob, str):
-            if self.framed:
-                source = os.open(blob, os.O_RDONLY)
-            else:
-                blob = _take(blob)
-        try:
-            view = memoryview(blob) if source is None else None
-            start = 0
-            for writer, records, last_record in zip(self.writers, per_shard, last.tolist()):
-                if not records:
-                    continue
+            blob = _take(blob)
+        placements, start = [], 0
+        for shard, (records, last_record) in enumerate(zip(per_shard, last.tolist())):
+            if records:
                 end = int(ends[last_record])
-                if source is not None:
-                    writer.copy_from(source, start, end - start)
-                elif self.framed:
-                    writer.write(view[start:end])
-                else:
-                    first = last_record - records + 1
-                    starts = [start, *ends[first:last_record].tolist()]
-                    writer.write_all([view[a:b] for a, b in zip(starts, ends[first : last_record + 1].tolist())])
+                placements.append((shard, start, end, last_record - records + 1, last_record))
                 start = end
-        finally:
-            if source is not None:
-                os.close(source)
-                os.unlink(blob)
+        if not self.framed:
+            view = memoryview(blob)
+            for shard, start, end, first, last_record in placements:
+                starts = [start, *ends[first:last_record].tolist()]
+                records = [view[a:b] for a, b in zip(starts, ends[first : last_record + 1].tolist())]
+                self.writers[shard].write_all(records)
+            return
+        where = []
+        for shard, start, end, _, _ in placements:
+            where.append((shard, self.sizes[shard], start, end))
+            self.sizes[shard] += end - start
+        if isinstance(blob, _Held):
+            self.executor.write_held(blob, where)
+        else:
+            view = memoryview(blob)
+            for shard, file_offset, start, end in where:
+                _pwrite_all(self.files[shard], view[start:end], file_offset)
 
     def close(self):
-        for writer in self.writers:
-            writer.close()
+        if self.framed:
+            for descriptor in self.files:
+                os.close(descriptor)
+            self.files = []
+        else:
+            for writer in self.writers:
+                writer.close()
+            self.writers = []
 
     def commit(self):
         for temporary, path in zip(self.temporary, self.paths):
             os.replace(temporary, path)
 
     def abort(self):
-        for writer in self.writers:
-            try:
-                writer.close()
-            except Exception:
-                pass
+        try:
+            self.close()
+        except Exception:
+            pass
         self.discard()
 
     def discard(self):
         for temporary in self.temporary:
             if os.path.exists(temporary):
                 os.unlink(temporary)
-
-
-class _FileWriter:
-    def __init__(self, path):
-        self.file = open(path, "wb", buffering=0)
-
-    def write(self, data):
-        while data:  # a short write (rare on a regular file): the remainder
-            data = data[self.file.write(data) :]
-
-    def copy_from(self, source, offset, count):
-        """Append `count` bytes of the file descriptor `source` from `offset`, copied in the kernel."""
-        while count:
-            sent = os.sendfile(self.file.fileno(), source, offset, count)
-            if not sent:
-                raise OSError(f"{self.file.name}: the records file ended early")
-            offset += sent
-            count -= sent
-
-    def close(self):
-        self.file.close()
 
 
 class _TensorFlowWriter:
