@@ -438,6 +438,8 @@ def test_framing_is_tensorflows_tfrecord_writer(albert, monkeypatch):
     monkeypatch.setattr(cpd, "_compiled", lambda: None)
     fallback, _ = run("albert-ngram-tf-writer", trained_tokenizer_dir("albert"))
     assert _shard_bytes(fallback) == _shard_bytes(albert["dir"])
+    fallback, _ = run("albert-ngram-tf-writer-2", trained_tokenizer_dir("albert"), workers=2)
+    assert _shard_bytes(fallback) == _shard_bytes(albert["dir"])
 
 
 def test_summary_json_agrees_with_the_records(albert):
