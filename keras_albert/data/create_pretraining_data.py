@@ -653,7 +653,8 @@ class _Executor:
             self._receive(done, block=False)
             rank = min(range(len(self.processes)), key=self.in_flight.__getitem__)
             if self.in_flight[rank] < 2:
-                self.orders[rank].send(("run", function, count - 1, ship(item, self.state["spill"]) if ship else item))
+                shipped = ship(item, self.state["spill"]) if ship else item
+                self.orders[rank].send(("run", count - 1, (function, shipped)))
                 self.in_flight[rank] += 1
             else:
                 done[count - 1] = function(item)
@@ -749,21 +750,19 @@ def _worker_main(state, orders, outbox):
             message = orders.recv()
             if message is None:
                 return
-            if message[0] == "run":
-                _, function, index, item = message
-            else:
-                _, index, placements = message
+            kind, index, payload = message  # ("run", item index, (function, item)) or ("write", position, placements)
             try:
-                if message[0] == "run":
+                if kind == "run":
+                    function, item = payload
                     result = function(item)
                 else:
-                    result = _write_records(_HELD.pop(index), placements, files)
-                outbox.send((message[0], index, result, None))
+                    result = _write_records(_HELD.pop(index), payload, files)
+                outbox.send((kind, index, result, None))
             except BaseException as error:  # sent back to the main process, which raises it
                 try:
-                    outbox.send((message[0], index, None, error))
+                    outbox.send((kind, index, None, error))
                 except Exception:  # an error that does not pickle
-                    outbox.send((message[0], index, None, RuntimeError(f"{type(error).__name__}: {error}")))
+                    outbox.send((kind, index, None, RuntimeError(f"{type(error).__name__}: {error}")))
     finally:
         for descriptor in files.values():
             os.close(descriptor)
