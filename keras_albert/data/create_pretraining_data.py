@@ -1560,7 +1560,10 @@ def add_arguments(parser):
     )
     parser.add_argument("--num_shards", type=int, default=1, help="Output TFRecord files. Default: %(default)s.")
     parser.add_argument(
-        "--workers", type=int, default=None, help="Processes (default: all cores); the output does not depend on it."
+        "--workers",
+        type=int,
+        default=None,
+        help="Processes, this one included (default: all cores); the output does not depend on it.",
     )
     parser.add_argument("--seed", type=int, default=12345, help="Random seed. Default: %(default)s.")
     parser.add_argument(
