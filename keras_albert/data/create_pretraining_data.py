@@ -386,9 +386,7 @@ def _ship_piece(work, spill):
     """A piece of text for a worker process: its text in a spill file."""
     piece, document_break_lines, number = work
     path = os.path.join(spill, f"piece-{number}.txt")
-    with open(path, "wb") as file:
-        file.write(piece.encode("utf-8", "surrogatepass"))
-    return _SpillFile(path), document_break_lines, number
+    return _SpillFile.save(path, piece.encode("utf-8", "surrogatepass")), document_break_lines, number
 
 
 def _tokenize_piece(work):
@@ -790,6 +788,12 @@ class _SpillFile:
     def __init__(self, path):
         self.path = path
 
+    @classmethod
+    def save(cls, path, data):
+        with open(path, "wb") as file:
+            file.write(data)
+        return cls(path)
+
     def take(self):
         with open(self.path, "rb") as file:
             data = file.read()
@@ -884,10 +888,7 @@ def _run_task(task):
         _HELD[position] = blob
         blob = _Held(_STATE["rank"], position)
     elif _STATE.get("spill"):
-        path = os.path.join(_STATE["spill"], f"{copy}-{index}.records")
-        with open(path, "wb") as file:
-            file.write(blob)
-        blob = path
+        blob = _SpillFile.save(os.path.join(_STATE["spill"], f"{copy}-{index}.records"), blob)
     return blob, ends, stats
 
 
@@ -915,10 +916,16 @@ def _build_with_numpy(corpus, tables, settings, documents, keys, position):
     return b"".join(records), np.cumsum([len(record) for record in records], dtype=np.int64), stats
 
 
+def _shard_positions(shard, count, num_shards, position):
+    """The positions p among a task's `count` shuffled records that go to `shard`: (position + p) mod num_shards
+    is the shard, for the task at `position` of the plan (`run_task` in `_instances.c` deals the same way)."""
+    return range((shard - position) % num_shards, count, num_shards)
+
+
 def _shard_major(count, num_shards, position):
-    """Positions 0..count-1 of a task's shuffled records regrouped by shard: position p goes to shard
-    (position + p) mod num_shards, so the task's records for shard 0 come first, then shard 1's..."""
-    return [p for shard in range(num_shards) for p in range((shard - position) % num_shards, count, num_shards)]
+    """Positions 0..count-1 of a task's shuffled records regrouped by shard: the task's records for shard 0 come
+    first, then shard 1's..."""
+    return [p for shard in range(num_shards) for p in _shard_positions(shard, count, num_shards, position)]
 
 
 def _shuffled_order(count, key):
@@ -948,14 +955,6 @@ def _spill_root(needed):
     if os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= needed:
         return shm
     return None
-
-
-def _take(path):
-    """A worker's records or tokens file, read and removed."""
-    with open(path, "rb") as file:
-        blob = file.read()
-    os.unlink(path)
-    return blob
 
 
 def _add_stats(total, more):
@@ -1379,14 +1378,13 @@ class _ShardWriter:
             self.writers = [_TensorFlowWriter(path) for path in self.temporary]
 
     def write(self, blob, ends, offset):
-        """A task's records, cut at `ends`: `blob` is their bytes, a `_Held` marker for a worker's, or the path of a
-        worker's file holding them; the task is at position `offset` of the plan."""
+        """A task's records, cut at `ends`: `blob` is their bytes, a `_Held` marker for a worker's, or a worker's
+        `_SpillFile` holding them; the task is at position `offset` of the plan."""
         shards = len(self.paths)
-        count = len(ends)
-        per_shard = [len(range((shard - offset) % shards, count, shards)) for shard in range(shards)]
+        per_shard = [len(_shard_positions(shard, len(ends), shards, offset)) for shard in range(shards)]
         last = np.cumsum(per_shard) - 1  # the index of each shard's last record
-        if isinstance(blob, str):
-            blob = _take(blob)
+        if isinstance(blob, _SpillFile):
+            blob = blob.take()
         placements, start = [], 0
         for shard, (records, last_record) in enumerate(zip(per_shard, last.tolist())):
             if records:
