@@ -25,7 +25,7 @@ COMMANDS = {
     "pretrain": ("keras_albert.training.pretrain", "Pretrain ALBERT or BERT on TFRecords."),
     "squad": ("keras_albert.training.squad", "Finetune on SQuAD v1.1/v2.0, predict and score."),
     "evaluate-squad": ("keras_albert.data.squad", "Score predictions with the official SQuAD v1.1/v2.0 rules."),
-    "export": ("keras_albert.models.export", "Export a checkpoint as a Hugging Face directory."),
+    "export": ("keras_albert.commands.export", "Export a checkpoint as a Hugging Face directory."),
     "launch-sagemaker": ("keras_albert.sagemaker.launch", "Launch a pretraining or SQuAD job on SageMaker."),
     "quickstart": ("keras_albert.quickstart", "Tokenizer, data, pretraining and SQuAD on the embedded corpus."),
 }

@@ -3,7 +3,7 @@
 `get_strategy("auto")` gives `MultiWorkerMirroredStrategy` when the cluster (TF_CONFIG, or SageMaker's `SM_HOSTS`)
 has more than one worker, `MirroredStrategy` when this machine has more than one GPU, and the default strategy
 otherwise. Call it first thing in a program: `MultiWorkerMirroredStrategy` must be created before any TensorFlow op
-runs, a `tf.data` pipeline included (DESIGN trap 12); later, TensorFlow refuses with "Collective ops must be
+runs, a `tf.data` pipeline included; later, TensorFlow refuses with "Collective ops must be
 configured at program startup", which `get_strategy` turns into an error that says what to move.
 
 ```python
@@ -227,7 +227,7 @@ def choose_distribution(env=None):
 def jit_compile_supported(strategy):
     """False where XLA cannot compile the step: a CPU strategy whose replicas talk through collectives.
 
-    XLA has no CPU collective ops (DESIGN trap 5): `MirroredStrategy` or `MultiWorkerMirroredStrategy` on CPU
+    XLA has no CPU collective ops: `MirroredStrategy` or `MultiWorkerMirroredStrategy` on CPU
     devices fail with jit_compile=True; without a strategy, or on GPUs, XLA works.
     """
     import tensorflow as tf

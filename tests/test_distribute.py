@@ -157,7 +157,7 @@ strategy = distribute.get_strategy("auto")  # first: before any TensorFlow op
 import keras
 import tensorflow as tf
 from keras_albert.optimizers import LAMB, WarmupPolyDecay
-from keras_albert.training.multi_worker import MultiWorkerTrainerMixin
+from keras_albert.models.multi_worker import MultiWorkerTrainerMixin
 
 GLOBAL_BATCH, STEPS = 8, 5
 rng = np.random.default_rng(0)
@@ -194,7 +194,8 @@ class Regressor(MultiWorkerTrainerMixin, keras.Model):
         x, y = data
         with tf.GradientTape() as tape:
             loss = self._loss(x, y, training=True)
-            # Gradients are summed over replicas: a hand-written loss is divided by their number (trap 13).
+            # Gradients are summed over replicas: a hand-written loss is divided by their number, or two workers
+            # train twice as fast as one.
             scaled = loss / self.distribute_strategy.num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -209,7 +210,7 @@ class Regressor(MultiWorkerTrainerMixin, keras.Model):
 
 def make_optimizer(kind):
     schedule = WarmupPolyDecay(0.05, warmup_steps=2, total_steps=STEPS, end_learning_rate=0.01)
-    if kind == "sgd":  # plain SGD: the weights show any error in the gradient's scale (trap 13)
+    if kind == "sgd":  # plain SGD: the weights show any error in the gradient's scale (summed over replicas)
         return keras.optimizers.SGD(learning_rate=schedule)
     # LAMB normalises the update's scale, but its state and trust ratios must agree across workers
     return LAMB(learning_rate=schedule, weight_decay=0.01, exclude_from_weight_decay=["layer_norm", "bias"])

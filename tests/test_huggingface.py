@@ -1,6 +1,7 @@
 """Hugging Face parity: transformers' PyTorch models are the oracle for every logit, both directions."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -194,3 +195,87 @@ def test_pytorch_bin_checkpoint(tmp_path):
     batch = _batch(300, np.random.default_rng(2))
     got = ours.predict_on_batch({key: batch[key] for key in ours.input_names_used})
     assert max(_max_differences(got, _hf_outputs(hf, batch, "qa")).values()) < TOLERANCE
+
+
+def test_config_and_index_errors_name_the_file(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model_type": "bert",\n')
+    with pytest.raises(UserInputError, match=r"broken/config.json: invalid JSON at line 2"):
+        PretrainingModel.from_huggingface(tmp_path / "broken")
+    _write_config(tmp_path / "list")
+    (tmp_path / "list" / "config.json").write_text("[1, 2]")
+    with pytest.raises(UserInputError, match=r"list/config.json: expected a JSON object, found list"):
+        PretrainingModel.from_huggingface(tmp_path / "list")
+
+    hf = _hf_model("bert", "qa", BERT_SHAPES["bert_two_layers"])
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    ours = SquadModel.from_huggingface(tmp_path / "sharded")  # the shards, read through the index
+    batch = _batch(310, np.random.default_rng(3))
+    got = ours.predict_on_batch({key: batch[key] for key in ours.input_names_used})
+    assert max(_max_differences(got, _hf_outputs(hf, batch, "qa")).values()) < TOLERANCE
+    (tmp_path / "sharded" / "model.safetensors.index.json").write_text('{"metadata": {}}')
+    with pytest.raises(UserInputError, match=r"model.safetensors.index.json: field 'weight_map' is missing"):
+        SquadModel.from_huggingface(tmp_path / "sharded")
+
+
+def test_save_huggingface_publishes_whole_and_keeps_other_files(tmp_path):
+    model = SquadModel.from_preset("bert_tiny", vocabulary_size=120, num_layers=1)
+    target = tmp_path / "new" / "hf"
+    model.save_huggingface(target)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["hf"], "a temporary was left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o755 & ~umask
+    assert (target / "config.json").stat().st_mode & 0o777 == 0o644 & ~umask
+    assert json.loads((target / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
+
+    (target / "vocab.txt").write_text("[PAD]\n")
+    (target / "config.json").write_text("{}")
+    model.save_huggingface(target)  # into an existing directory: the model's two files replaced, the rest kept
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert json.loads((target / "config.json").read_text())["model_type"] == "bert"
+
+
+def test_export_command_writes_a_directory_transformers_loads(tmp_path, capsys):
+    from keras_albert import cli
+
+    model = SquadModel.from_preset("albert_tiny", vocabulary_size=150, num_layers=1)
+    model.save(tmp_path / "squad.keras")
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "spiece.model").write_bytes(b"not read by the export")
+    (tokenizer / "config.json").write_text("{}")  # the model's file: never taken from a tokenizer directory
+    output = tmp_path / "hf"
+    status = cli.main(["export", "--checkpoint_path", str(tmp_path / "squad.keras"), "--output_dir", str(output),
+                       "--tokenizer", str(tokenizer)])
+    assert status == 0
+    assert f"Wrote {output}: config.json, model.safetensors, spiece.model" in capsys.readouterr().out
+    assert (output / "spiece.model").read_bytes() == b"not read by the export"
+    reloaded = transformers.AutoModelForQuestionAnswering.from_pretrained(output).eval()
+    batch = _batch(150, np.random.default_rng(4))
+    got = model.predict_on_batch({key: batch[key] for key in model.input_names_used})
+    assert max(_max_differences(got, _hf_outputs(reloaded, batch, "qa")).values()) < TOLERANCE
+
+
+def test_export_command_errors_name_the_argument(tmp_path, capsys):
+    import keras
+
+    from keras_albert import cli
+
+    def fails(*flags):
+        assert cli.main(["export", *flags]) == 2
+        return capsys.readouterr().err
+
+    assert "checkpoint_path absent: no such file" in fails("--checkpoint_path", "absent", "--output_dir", "out")
+    (tmp_path / "file").write_text("")
+    message = fails("--checkpoint_path", str(tmp_path), "--output_dir", str(tmp_path / "file"))
+    assert "output_dir " in message and "exists and is not a directory" in message
+    message = fails("--checkpoint_path", str(tmp_path), "--output_dir", "out", "--tokenizer", "nowhere")
+    assert "tokenizer nowhere: no such file or directory" in message
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "plain.keras")
+    message = fails("--checkpoint_path", str(tmp_path / "plain.keras"), "--output_dir", str(tmp_path / "out"))
+    assert "holds a Functional, not a keras_albert task model" in message
+    assert not (tmp_path / "out").exists()

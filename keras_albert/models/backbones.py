@@ -21,7 +21,9 @@ HF_ACTIVATIONS = {
     "swish": "silu",
     "tanh": "tanh",
 }
-KERAS_TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_approximate": "gelu_new", "relu": "relu", "silu": "silu", "tanh": "tanh"}
+KERAS_TO_HF_ACTIVATION = {
+    "gelu": "gelu", "gelu_approximate": "gelu_new", "relu": "relu", "silu": "silu", "tanh": "tanh"
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_albert")

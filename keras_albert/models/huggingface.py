@@ -9,17 +9,19 @@ saving both walk it, so the two directions cannot drift apart. Layouts:
   "heads_out" / "heads_in": the same, with the Keras kernel's out (query/key/value: [in, heads, head_dim]) or
             in (attention output: [heads, head_dim, out]) dimension split into attention heads; reshaping the
             transposed matrix handles both directions.
+The backbone's table is built here; a task's heads are listed by the task class itself (`huggingface_heads`,
+`huggingface_architecture`, `huggingface_pooler`), so this module knows no task class and imports none.
 The decoder of the masked-LM head is tied to the word embeddings, as transformers ties it: its weight is not
 written, and its bias is the head's output bias.
 """
 
-import json
+import functools
 import logging
 import os
-import tempfile
 
 import numpy as np
 
+from keras_albert import io
 from keras_albert.errors import UserInputError
 from keras_albert.models.backbones import ENCODERS, HF_ACTIVATIONS, KERAS_TO_HF_ACTIVATION, transformer_layers
 
@@ -95,30 +97,22 @@ def pooler_entries(backbone, model_type, prefix):
     return _dense(backbone.pooled_dense, name)
 
 
-def head_entries(model):
-    """{head name: entries} for the task heads of a PretrainingModel or SquadModel."""
-    from keras_albert.models.pretraining_model import PretrainingModel
+def _vector(variable, name):
+    return [(variable, name, "vector")]
 
-    if not isinstance(model, PretrainingModel):
-        return {"question answering": _dense(model.span_head, "qa_outputs")}
-    mlm = model.masked_lm_head
-    if model.model_type == "albert":
-        return {
-            "masked LM": [
-                *_dense(mlm._intermediate_dense, "predictions.dense"),
-                *_norm(mlm._intermediate_layer_norm, "predictions.LayerNorm"),
-                (mlm._bias, "predictions.bias", "vector"),
-            ],
-            "sentence order": _dense(model.sentence_order_dense, "sop_classifier.classifier"),
-        }
-    return {
-        "masked LM": [
-            *_dense(mlm._intermediate_dense, "cls.predictions.transform.dense"),
-            *_norm(mlm._intermediate_layer_norm, "cls.predictions.transform.LayerNorm"),
-            (mlm._bias, "cls.predictions.bias", "vector"),
-        ],
-        "next sentence": _dense(model.sentence_order_dense, "cls.seq_relationship"),
-    }
+
+_HEAD_WEIGHTS = {"dense": _dense, "norm": _norm, "vector": _vector}
+
+
+def head_entries(model):
+    """{head name: entries} for the heads of a task, from its `huggingface_heads` table."""
+    entries = {}
+    for head, weights in type(model).huggingface_heads[model.model_type].items():
+        entries[head] = []
+        for kind, attribute, name in weights:
+            weight = functools.reduce(getattr, attribute.split("."), model)
+            entries[head] += _HEAD_WEIGHTS[kind](weight, name)
+    return entries
 
 
 def _hf_shape(variable, layout):
@@ -156,11 +150,10 @@ def _read_config(path):
         raise UserInputError(f"{path}: not a directory (expected a Hugging Face checkpoint directory).")
     if not os.path.isfile(config_path):
         raise UserInputError(f"{path}: not a Hugging Face checkpoint: it has no {CONFIG_FILE}.")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{config_path}: not valid JSON ({error}).") from None
+    config = io.read_json(config_path, what="Hugging Face config")
+    if not isinstance(config, dict):
+        raise UserInputError(f"{config_path}: expected a JSON object, found {type(config).__name__}.")
+    return config
 
 
 def _field(config, config_path, name, default=None):
@@ -274,9 +267,11 @@ class _TensorFile:
         if os.path.isfile(single):
             self._open_safetensors(single)
         elif os.path.isfile(index):
-            with open(index, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-            for shard in shards:
+            index_json = io.read_json(index, what="safetensors index")
+            weight_map = index_json.get("weight_map") if isinstance(index_json, dict) else None
+            if not isinstance(weight_map, dict):
+                raise UserInputError(f"{index}: field 'weight_map' is missing or not an object.")
+            for shard in sorted(set(weight_map.values())):
                 self._open_safetensors(os.path.join(path, shard))
         elif os.path.isfile(torch_file):
             self._open_torch(torch_file)
@@ -384,34 +379,35 @@ def load(cls, path):
 
 
 def save(model, path):
-    """Writes `model` as a transformers checkpoint directory (config.json + model.safetensors)."""
-    from safetensors.numpy import save_file
+    """Writes `model` as a transformers checkpoint directory (config.json + model.safetensors).
 
-    from keras_albert.models.pretraining_model import PretrainingModel
+    A new directory appears whole; in an existing one, the two files are replaced one by one and any other file
+    (a tokenizer) is kept.
+    """
+    from safetensors.numpy import save_file
 
     model_type = model.model_type
     prefix = f"{model_type}."
     backbone = model.backbone
     entries = backbone_entries(backbone, model_type, prefix)
-    pretraining = isinstance(model, PretrainingModel)
-    if pretraining:  # transformers' *ForQuestionAnswering have no pooler
+    if model.huggingface_pooler:
         entries += pooler_entries(backbone, model_type, prefix)
     for head_entries_ in head_entries(model).values():
         entries += head_entries_
-    tensors = {name: _to_hf(np.asarray(variable.numpy(), np.float32), variable, layout) for variable, name, layout in entries}
+    tensors = {
+        name: _to_hf(np.asarray(variable.numpy(), np.float32), variable, layout) for variable, name, layout in entries
+    }
     family = "Albert" if model_type == "albert" else "Bert"
-    architecture = f"{family}ForPreTraining" if pretraining else f"{family}ForQuestionAnswering"
+    config = hf_config_from_model(model, f"{family}{model.huggingface_architecture}")
+
+    def write(directory):
+        with io.atomic_path(os.path.join(directory, SAFETENSORS_FILE)) as temporary:
+            save_file(tensors, temporary, metadata={"format": "pt"})
+        io.write_json(os.path.join(directory, CONFIG_FILE), config)
 
     path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    save_file(tensors, os.path.join(staging, SAFETENSORS_FILE), metadata={"format": "pt"})
-    with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
-        json.dump(hf_config_from_model(model, architecture), f, indent=2)
     if os.path.isdir(path):
-        for name in (SAFETENSORS_FILE, CONFIG_FILE):
-            os.replace(os.path.join(staging, name), os.path.join(path, name))
-        os.rmdir(staging)
+        write(path)
     else:
-        os.replace(staging, path)
+        with io.atomic_path(path, directory=True) as staging:
+            write(staging)

@@ -5,19 +5,8 @@ import tensorflow as tf
 from keras_hub.layers import MaskedLMHead
 
 from keras_albert.models.backbones import get_activation
+from keras_albert.models.heads import correct_predictions, head_initializer, sparse_cross_entropy
 from keras_albert.models.task import Task
-
-
-def _initializer():
-    return keras.initializers.TruncatedNormal(stddev=0.02)
-
-
-def _sparse_cross_entropy(labels, logits):
-    return keras.ops.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32), from_logits=True)
-
-
-def _correct(labels, logits):
-    return tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=labels.dtype), labels), tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="keras_albert")
@@ -63,6 +52,26 @@ class PretrainingModel(Task):
         "sop_loss": ("sop_loss_sum", "rows"),
         "sop_accuracy": ("sop_correct", "rows"),
     }
+    huggingface_architecture = "ForPreTraining"
+    huggingface_pooler = True
+    huggingface_heads = {
+        "albert": {
+            "masked LM": (
+                ("dense", "masked_lm_head._intermediate_dense", "predictions.dense"),
+                ("norm", "masked_lm_head._intermediate_layer_norm", "predictions.LayerNorm"),
+                ("vector", "masked_lm_head._bias", "predictions.bias"),
+            ),
+            "sentence order": (("dense", "sentence_order_dense", "sop_classifier.classifier"),),
+        },
+        "bert": {
+            "masked LM": (
+                ("dense", "masked_lm_head._intermediate_dense", "cls.predictions.transform.dense"),
+                ("norm", "masked_lm_head._intermediate_layer_norm", "cls.predictions.transform.LayerNorm"),
+                ("vector", "masked_lm_head._bias", "cls.predictions.bias"),
+            ),
+            "next sentence": (("dense", "sentence_order_dense", "cls.seq_relationship"),),
+        },
+    }
 
     def __init__(self, backbone, classifier_dropout=0.1, skip_mlm=False, skip_sop=False, **kwargs):
         if skip_mlm and skip_sop:
@@ -73,7 +82,7 @@ class PretrainingModel(Task):
             token_embedding=backbone.token_embedding,
             intermediate_activation=get_activation(backbone.hidden_activation),
             layer_norm_epsilon=1e-12,
-            kernel_initializer=_initializer(),
+            kernel_initializer=head_initializer(),
             dtype=backbone.dtype_policy,
             name="mlm_head",
         )
@@ -81,7 +90,7 @@ class PretrainingModel(Task):
             classifier_dropout, dtype=backbone.dtype_policy, name="sentence_order_dropout"
         )
         self.sentence_order_dense = keras.layers.Dense(
-            2, kernel_initializer=_initializer(), dtype=backbone.dtype_policy, name="sentence_order_head"
+            2, kernel_initializer=head_initializer(), dtype=backbone.dtype_policy, name="sentence_order_head"
         )
 
         inputs = {
@@ -118,10 +127,10 @@ class PretrainingModel(Task):
         sop_labels = tf.reshape(tf.cast(data["next_sentence_labels"], tf.int32), [-1])
         sop_logits = outputs["sentence_order_logits"]
         return {
-            "mlm_loss_sum": tf.reduce_sum(weights * _sparse_cross_entropy(mlm_ids, mlm_logits)),
-            "mlm_correct": tf.reduce_sum(weights * _correct(mlm_ids, mlm_logits)),
-            "sop_loss_sum": tf.reduce_sum(_sparse_cross_entropy(sop_labels, sop_logits)),
-            "sop_correct": tf.reduce_sum(_correct(sop_labels, sop_logits)),
+            "mlm_loss_sum": tf.reduce_sum(weights * sparse_cross_entropy(mlm_ids, mlm_logits)),
+            "mlm_correct": tf.reduce_sum(weights * correct_predictions(mlm_ids, mlm_logits)),
+            "sop_loss_sum": tf.reduce_sum(sparse_cross_entropy(sop_labels, sop_logits)),
+            "sop_correct": tf.reduce_sum(correct_predictions(sop_labels, sop_logits)),
         }
 
     def _loss_from_terms(self, terms, denominators):

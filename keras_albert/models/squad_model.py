@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_albert.errors import UserInputError
-from keras_albert.models.pretraining_model import _correct, _initializer, _sparse_cross_entropy
+from keras_albert.models.heads import correct_predictions, head_initializer, sparse_cross_entropy
 from keras_albert.models.task import Task
 
 
@@ -41,11 +41,17 @@ class SquadModel(Task):
         "start_accuracy": ("start_correct", "rows"),
         "end_accuracy": ("end_correct", "rows"),
     }
+    huggingface_architecture = "ForQuestionAnswering"
+    huggingface_pooler = False  # transformers' *ForQuestionAnswering have none
+    huggingface_heads = {
+        "albert": {"question answering": (("dense", "span_head", "qa_outputs"),)},
+        "bert": {"question answering": (("dense", "span_head", "qa_outputs"),)},
+    }
 
     def __init__(self, backbone, **kwargs):
         self.backbone = backbone
         self.span_head = keras.layers.Dense(
-            2, kernel_initializer=_initializer(), dtype=backbone.dtype_policy, name="span_head"
+            2, kernel_initializer=head_initializer(), dtype=backbone.dtype_policy, name="span_head"
         )
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in self.input_names_used}
         encoded = backbone(
@@ -92,8 +98,8 @@ class SquadModel(Task):
         for side in ("start", "end"):
             labels = tf.reshape(tf.cast(data[f"{side}_positions"], tf.int32), [-1])
             logits = outputs[f"{side}_logits"]
-            terms[f"{side}_loss_sum"] = tf.reduce_sum(_sparse_cross_entropy(labels, logits))
-            terms[f"{side}_correct"] = tf.reduce_sum(_correct(labels, logits))
+            terms[f"{side}_loss_sum"] = tf.reduce_sum(sparse_cross_entropy(labels, logits))
+            terms[f"{side}_correct"] = tf.reduce_sum(correct_predictions(labels, logits))
         return terms
 
     def _loss_from_terms(self, terms, denominators):

@@ -5,7 +5,12 @@ the step with `tf.while_loop` (no accumulator variables carried between steps, n
 Losses are normalised by denominators summed over the whole global batch (every micro-batch, every replica)
 before differentiation, so the summed gradients are exactly those of one batch of N*b rows. Gradients are
 all-reduced here, clipped by their global norm after the reduction, and then applied by an optimizer whose own
-all-reduce is switched off (DESIGN traps 1, 4, 9, 13).
+all-reduce is switched off. Why each piece is done here rather than by Keras: an optimizer's own
+`gradient_accumulation_steps` fails under tf.distribute (`merge_call called while defining a new graph`) and feeds
+micro-steps to learning-rate schedules; Keras' `global_clipnorm` clips each replica's gradients before the
+all-reduce; embedding gradients arrive as `tf.IndexedSlices`, densified before they are summed; and Keras divides
+only its own losses by the number of replicas, whereas gradients are summed over replicas, so the global
+denominators are what keep two workers from training twice as fast as one.
 """
 
 import logging
@@ -16,11 +21,13 @@ import tensorflow as tf
 from keras_albert import distribute
 from keras_albert import optimizers as _optimizers  # noqa: F401 (registers LAMB/AdamW for compile_from_config)
 from keras_albert.errors import UserInputError
+from keras_albert.models import huggingface
 from keras_albert.models.backbones import ENCODERS, model_type_of
+from keras_albert.models.multi_worker import MultiWorkerTrainerMixin
 from keras_albert.models.presets import preset_config
-from keras_albert.training.multi_worker import MultiWorkerTrainerMixin
 
 logger = logging.getLogger("keras_albert")
+
 
 def _all_reduce_sum(values):
     """Sums a list of tensors over replicas (tf.distribute) or ranks (Horovod); identity on one."""
@@ -78,6 +85,12 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
     numerator_names = ()  # sums accumulated over micro-batches and replicas
     denominator_names = ()  # global totals the sums are divided by
     metric_names = {}  # logged metric -> (numerator, denominator)
+    # The Hugging Face side of the heads, read by `keras_albert.models.huggingface`:
+    huggingface_architecture = None  # transformers' class name after "Albert" / "Bert" ("ForPreTraining")
+    huggingface_pooler = False  # whether that class has the backbone's pooler
+    # {model type: {head: ((kind, attribute path on the task, tensor name), ...)}}; kinds: "dense" (kernel and
+    # bias), "norm" (LayerNorm gamma and beta), "vector" (one weight vector).
+    huggingface_heads = {}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -102,14 +115,10 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
     @classmethod
     def from_huggingface(cls, path):
         """Loads a local Hugging Face ALBERT or BERT checkpoint directory, heads included where it has them."""
-        from keras_albert.models import huggingface
-
         return huggingface.load(cls, path)
 
     def save_huggingface(self, path):
         """Writes `config.json` and `model.safetensors` that transformers' Auto classes load unchanged."""
-        from keras_albert.models import huggingface
-
         huggingface.save(self, path)
 
     @property

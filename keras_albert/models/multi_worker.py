@@ -1,6 +1,6 @@
 """Make Keras 3's `fit` / `evaluate` / `predict` work under `tf.distribute.MultiWorkerMirroredStrategy`.
 
-Keras 3.15 (keras-team/keras#20585, DESIGN trap 2) fails in two places of `keras/src/backend/tensorflow/trainer.py`
+Keras 3.15 (keras-team/keras#20585) fails in two places of `keras/src/backend/tensorflow/trainer.py`
 as soon as the strategy spans several workers:
 
 1. `_maybe_symbolic_build` takes the first batch of the distributed iterator and, to get one example batch for
@@ -53,7 +53,7 @@ class MultiWorkerTrainerMixin:
     Example:
     ```python
     import keras
-    from keras_albert.training.multi_worker import MultiWorkerTrainerMixin
+    from keras_albert.models.multi_worker import MultiWorkerTrainerMixin
 
     class MyModel(MultiWorkerTrainerMixin, keras.Model):
         ...

@@ -12,6 +12,7 @@ Command line:
 
 import os
 
+from keras_albert import io
 from keras_albert.errors import UserInputError
 
 # The files a tokenizer directory (`keras-albert train-tokenizer`) may hold; copied from a run directory.
@@ -55,7 +56,7 @@ def tokenizer_files(tokenizer, checkpoint_path):
         ]
     if os.path.isfile(tokenizer):
         return [tokenizer]
-    raise UserInputError(f"--tokenizer: {tokenizer} does not exist")
+    raise UserInputError(f"tokenizer {tokenizer}: no such file or directory")
 
 
 def export(checkpoint_path, output_dir, tokenizer=None, copy_tokenizer=True):
@@ -74,29 +75,29 @@ def export(checkpoint_path, output_dir, tokenizer=None, copy_tokenizer=True):
 
     Example:
     ```python
-    from keras_albert.models.export import export
+    from keras_albert.commands.export import export
 
     export("runs/albert-tiny", "albert-tiny-hf")
     # transformers.AutoModelForPreTraining.from_pretrained("albert-tiny-hf")
     ```
     """
-    from keras_albert.training.checkpoints import load_model, write_atomically
+    from keras_albert.training.checkpoints import load_model  # TensorFlow: only once an export runs
 
     if not os.path.exists(checkpoint_path) and not os.path.isfile(f"{checkpoint_path}.index"):
-        raise UserInputError(f"--checkpoint_path: {checkpoint_path} does not exist")
+        raise UserInputError(f"checkpoint_path {checkpoint_path}: no such file, directory or checkpoint prefix")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UserInputError(f"--output_dir: {output_dir} exists and is not a directory")
+        raise UserInputError(f"output_dir {output_dir}: exists and is not a directory")
     sources = tokenizer_files(tokenizer, checkpoint_path) if copy_tokenizer else []
     model = load_model(checkpoint_path)
     if not hasattr(model, "save_huggingface"):
-        raise UserInputError(f"--checkpoint_path: {checkpoint_path} holds a {type(model).__name__}, not a "
-                             "keras_albert model")
+        raise UserInputError(
+            f"checkpoint_path {checkpoint_path}: holds a {type(model).__name__}, not a keras_albert task model"
+        )
     model.save_huggingface(output_dir)
     written = [os.path.join(output_dir, name) for name in ("config.json", "model.safetensors")]
     for source in sources:
         target = os.path.join(output_dir, os.path.basename(source))
-        with open(source, "rb") as file:
-            write_atomically(target, file.read())
+        io.copy_file(source, target)
         written.append(target)
     return written
 
