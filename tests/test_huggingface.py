@@ -9,7 +9,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import keras_albert  # noqa: E402
 from keras_albert import PretrainingModel, SquadModel, UserInputError  # noqa: E402
 
 TOLERANCE = 1e-4

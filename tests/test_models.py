@@ -90,3 +90,24 @@ def test_squad_model_from_pretraining_copies_the_encoder(tmp_path):
     np.testing.assert_array_equal(from_file.backbone.weights[0].numpy(), pretraining.backbone.weights[0].numpy())
     with pytest.raises(UserInputError, match="expected a .keras model file"):
         SquadModel.from_pretraining(tmp_path / "missing.h5")
+
+
+@pytest.mark.parametrize("cls", [PretrainingModel, SquadModel])
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+def test_huggingface_tables_name_every_weight_once(cls, preset):
+    from keras_albert.models import huggingface
+
+    model = cls.from_preset(preset, vocabulary_size=100, max_sequence_length=32)
+    prefix = f"{model.model_type}."
+    entries = huggingface.backbone_entries(model.backbone, model.model_type, prefix)
+    pooler = huggingface.pooler_entries(model.backbone, model.model_type, prefix)
+    heads = huggingface.head_entries(model)
+    assert set(heads) == set(cls.huggingface_heads[model.model_type])
+    entries += [entry for head in heads.values() for entry in head]
+    paths = [variable.path for variable, _, _ in entries]
+    names = [name for _, name, _ in entries]
+    assert len(set(paths)) == len(paths) and len(set(names)) == len(names)
+    # Every weight has a Hugging Face name; the pooler's only where the transformers class has one.
+    pooler_paths = {variable.path for variable, _, _ in pooler}
+    expected = {variable.path for variable in model.weights} - (set() if cls.huggingface_pooler else pooler_paths)
+    assert set(paths) | (pooler_paths if cls.huggingface_pooler else set()) == expected

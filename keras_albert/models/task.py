@@ -13,8 +13,6 @@ only its own losses by the number of replicas, whereas gradients are summed over
 denominators are what keep two workers from training twice as fast as one.
 """
 
-import logging
-
 import keras
 import tensorflow as tf
 
@@ -25,8 +23,6 @@ from keras_albert.models import huggingface
 from keras_albert.models.backbones import ENCODERS, model_type_of
 from keras_albert.models.multi_worker import MultiWorkerTrainerMixin
 from keras_albert.models.presets import preset_config
-
-logger = logging.getLogger("keras_albert")
 
 
 def _all_reduce_sum(values):
