@@ -59,13 +59,16 @@ def discover_modules(package_dir, package):
         subdirectories[:] = sorted(d for d in subdirectories if d.isidentifier())
         relative = os.path.relpath(directory, package_dir)
         parts = [package] + ([] if relative == "." else relative.split(os.sep))
-        if "__init__.py" not in files:
-            continue  # not a package: its files are data
+        if "__init__.py" in files:
+            modules[".".join(parts)] = (os.path.join(directory, "__init__.py"), True)
+        elif any(name.endswith(".py") for name in files):
+            modules[".".join(parts)] = (None, True)  # a namespace package
+        else:
+            subdirectories[:] = []  # data (a corpus, fixtures), not code
+            continue
         for name in sorted(files):
             path = os.path.join(directory, name)
-            if name == "__init__.py":
-                modules[".".join(parts)] = (path, True)
-            elif name.endswith(".py"):
+            if name.endswith(".py") and name != "__init__.py":
                 modules[".".join(parts + [name[:-3]])] = (path, False)
             elif name.endswith(extensions):
                 stem = name[: -len(next(s for s in extensions if name.endswith(s)))]
@@ -99,11 +102,6 @@ def _import_module_names(call, tables):
     return []
 
 
-def _resolve(name, modules):
-    """The module an imported dotted name refers to: itself if it is a module, else None."""
-    return name if name in modules else None
-
-
 def module_imports(module, path, is_package, modules, package):
     """[(line, target module or None, text as written)] for every import of a `package` module in `module`."""
     with open(path, encoding="utf-8") as file:
@@ -113,7 +111,7 @@ def module_imports(module, path, is_package, modules, package):
     found = []
 
     def add(line, name, text):
-        entry = (line, _resolve(name, modules), text)
+        entry = (line, name if name in modules else None, text)
         if (name == package or name.startswith(package + ".")) and entry not in found:
             found.append(entry)
 
