@@ -138,7 +138,7 @@ def module_imports(module, path, is_package, modules, package):
         elif isinstance(node, ast.Call):
             for name in _import_module_names(node, tables):
                 add(node.lineno, name, f"import_module({name!r})")
-    return found
+    return sorted(found, key=lambda entry: entry[0])
 
 
 def rank_of(module, ranks):
