@@ -1,6 +1,6 @@
 """Pretrain ALBERT or BERT: the 2020 reference's `run_pretraining.py`, with its flags, on `keras-albert pretrain`.
 
-The same code as the `keras-albert pretrain` command (`keras_albert.training.pretrain`); this script only adds
+The same code as the `keras-albert pretrain` command (`keras_albert.commands.pretrain`); this script only adds
 SageMaker's conventions (boolean flags written `--skip_sop=true`, `--model_dir` passed and ignored, data and output
 directories from `SM_CHANNEL_TRAINING` / `SM_MODEL_DIR` when the flags are absent).
 
@@ -46,7 +46,7 @@ import os
 import sys
 
 from keras_albert.errors import UserInputError
-from keras_albert.training import pretrain
+from keras_albert.commands import pretrain
 
 
 def parse_args(argv=None):

@@ -1,6 +1,6 @@
 """Finetune ALBERT or BERT on SQuAD v1.1 / v2.0: the 2020 reference's `run_squad.py`, with its flags.
 
-The same code as the `keras-albert squad` command (`keras_albert.training.squad`): finetune, predict (split over all
+The same code as the `keras-albert squad` command (`keras_albert.commands.squad`): finetune, predict (split over all
 workers), write predictions.json / nbest_predictions.json / null_odds.json and scores.json to --output_dir, print
 the official scores. This script only adds SageMaker's conventions: `--model_dir` passed and ignored; the output
 directory from `SM_MODEL_DIR` and the SQuAD files from the `SM_CHANNEL_TRAINING` channel (`train-v2.0.json`,
@@ -44,7 +44,7 @@ import os
 import sys
 
 from keras_albert.errors import UserInputError
-from keras_albert.training import squad
+from keras_albert.commands import squad
 
 _FILES = {"squadv1": ("train-v1.1.json", "dev-v1.1.json"), "squadv2": ("train-v2.0.json", "dev-v2.0.json")}
 

@@ -153,7 +153,7 @@ def test_pretrain_command_end_to_end(command_run):
     assert "Resuming" not in first
     assert re.search(r"step 4/4 .*loss \d+\.\d+.*sequences/s \d", first), first
     assert [n for n in command_run["checkpoints"] if n.endswith(".index")] == ["ckpt-2.index", "ckpt-4.index"]
-    assert not glob.glob(os.path.join(output_dir, "**", ".tmp-*"), recursive=True)
+    assert not glob.glob(os.path.join(output_dir, "**", ".*.tmp"), recursive=True)
     assert not glob.glob(os.path.join(output_dir, "**", ".worker-*"), recursive=True)
     settings = json.load(open(os.path.join(output_dir, "settings.json")))
     # The sequence lengths and the vocabulary come from the records' summary.json and the tokenizer it names,
@@ -373,7 +373,8 @@ def test_squad_frequency_wires_the_periodic_squad_callback(data):
     settings = resolve_settings(_settings(data["masked"], scratch_dir("squad"), squad_frequency=100))
     callback = _squad_callback(settings, WorkerInfo(0, 1, True))
     assert isinstance(callback, PeriodicSquad)
-    assert callback.every_n_steps == 100 and callback.max_seq_length == SEQ
+    assert callback.every_n_steps == 100 and callback.settings.max_seq_length == SEQ
+    assert callback.settings.total_steps == settings.squad_steps and callback.settings.seed == settings.seed
     assert callback.tokenizer.vocab_size == VOCAB
 
 
@@ -401,3 +402,73 @@ def test_example_script_runs_the_same_code(command_run):
     args = run_pretraining.parse_args(["--train_files", "x/*.tfrecord", "--skip_sop=true", "--name", "phase1",
                                        "--model_dir", "s3://bucket/ignored"])
     assert args.skip_sop is True and args.run_name == "phase1"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(total_steps=0), "total_steps must be an integer >= 1. Received: 0"),
+        (dict(warmup_steps=50), "warmup_steps must be an integer from 0 to total_steps (6). Received: 50"),
+        (dict(load_from="checkpoint"), "load_from=checkpoint needs checkpoint_path"),
+        (dict(optimizer="sgd"), "optimizer must be one of lamb, adamw. Received: 'sgd'"),
+        (dict(max_seq_length=64), "max_seq_length=64 but the records under"),
+        (dict(train_files="/nonexistent/*.tfrecord"), "train_files: no file matches '/nonexistent/*.tfrecord'"),
+    ],
+)
+def test_python_callers_get_errors_that_name_fields(data, overrides, message):
+    """The checks the command reports as `--total_steps ...` speak of `total_steps` to a Python caller."""
+    from keras_albert import UserInputError
+    from keras_albert.training.pretrain import resolve_settings
+
+    settings = _settings(data["masked"], scratch_dir("python-errors"), **overrides)
+    with pytest.raises(UserInputError) as error:
+        resolve_settings(settings)
+    assert str(error.value).startswith(message), str(error.value)
+    assert "--" not in str(error.value)
+
+
+def test_a_model_and_a_dataset_given_from_python_train_as_the_settings_would(data):
+    """`pretrain(settings, model=..., dataset=...)` with the model and the dataset the settings would have built
+    trains to the same weights as `pretrain(settings)` (6 steps), in place; and it resumes exactly after a crash,
+    skipping the given dataset by the steps done (a new model object, as a new process would build)."""
+    import keras
+
+    from keras_albert import PretrainingModel
+    from keras_albert.data import pretraining_dataset
+    from keras_albert.training.pretrain import pretrain
+
+    by_settings = pretrain(_settings(data["masked"], scratch_dir("by-settings")))
+
+    def given_model():
+        keras.utils.set_random_seed(7)  # as pretrain seeds before it builds
+        return PretrainingModel.from_preset("albert_tiny", vocabulary_size=VOCAB)
+
+    def given_dataset():
+        return pretraining_dataset(data["masked"], 4, SEQ, PREDICTIONS, gradient_accumulation_steps=2, seed=7)
+
+    model = given_model()
+    given = pretrain(_settings(None, scratch_dir("given")), model=model, dataset=given_dataset())
+    assert given["model"] is model and int(model.optimizer.iterations.numpy()) == 6
+    gap = max(np.abs(x - y).max() for x, y in zip(by_settings["model"].get_weights(), model.get_weights()))
+    print(f"max |settings - given| weights after 6 steps: {gap:.3g}")
+    assert gap <= 1e-6
+
+    resumed_dir = scratch_dir("given-resumed")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain(_settings(None, resumed_dir), [_crash_at(4)], model=given_model(), dataset=given_dataset())
+    resumed = pretrain(_settings(None, resumed_dir), model=given_model(), dataset=given_dataset())
+    assert resumed["initial_step"] == 3 and resumed["step"] == 6
+    gap = max(np.abs(x - y).max() for x, y in zip(model.get_weights(), resumed["model"].get_weights()))
+    assert gap <= 1e-6
+    settings = json.load(open(os.path.join(resumed_dir, "settings.json")))["settings"]
+    assert settings["model_type"] == "albert" and settings["model_size"] is None and settings["vocab_size"] == VOCAB
+
+
+def test_a_dataset_given_must_fit_the_replicas(data):
+    from keras_albert import UserInputError
+    from keras_albert.training.pretrain import resolve_settings
+
+    with pytest.raises(UserInputError, match="^train_files: a dataset is given"):
+        resolve_settings(_settings(data["masked"], scratch_dir("both")), dataset=object())
+    with pytest.raises(UserInputError, match="^dynamic_masking masks records"):
+        resolve_settings(_settings(None, scratch_dir("masking"), dynamic_masking=True), dataset=object())

@@ -67,7 +67,8 @@ def test_tiny_model_fits_the_austen_training_questions(tokenizer, austen, capsys
     model = SquadModel.from_preset("albert_tiny", vocabulary_size=tokenizer.vocab_size, max_sequence_length=192)
     started = time.time()
     finetune_squad(
-        model, features, 600, batch_size=32, learning_rate=2e-3, seed=0, jit_compile=True, verbose=0
+        model, features, total_steps=600, per_gpu_batch_size=32, learning_rate=2e-3, seed=0, jit_compile=True,
+        verbose=0,
     )
     seconds = time.time() - started
     train = predict_squad(model, austen["train"], tokenizer, verbose=0, **window)
@@ -133,7 +134,7 @@ def test_squad_command_writes_predictions_and_scores(tmp_path, tokenizer_dir, ch
 
     names = sorted(os.path.basename(path) for path in glob.glob(str(tmp_path / "*")))
     assert names == ["nbest_predictions.json", "null_odds.json", "predictions.json", "scores.json"]
-    assert not glob.glob(str(tmp_path / ".tmp-*"))
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temporary left behind
     read = {name: squad.load_json(tmp_path / name) for name in names}
     dev = squad.load_json(squad.austen_squad_path("dev"))
     ids = [qa["id"] for article in dev["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
@@ -151,9 +152,9 @@ def test_squad_command_writes_predictions_and_scores(tmp_path, tokenizer_dir, ch
 
 def test_squad_command_starts_from_the_pretrained_encoder(tmp_path, checkpoints, tokenizer):
     """--load_from checkpoint finetunes the pretraining model's encoder (not a fresh one)."""
-    from keras_albert.training.squad import _load_pretrained
+    from keras_albert.training.runs import load_checkpoint_model
 
-    loaded = SquadModel.from_pretraining(_load_pretrained(checkpoints["run"]))
+    loaded = SquadModel.from_pretraining(load_checkpoint_model(checkpoints["run"]))
     source = checkpoints["model"].backbone.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(loaded.backbone.get_weights(), source))
 
@@ -227,7 +228,7 @@ def _pretraining_batches(rows=8, steps=4, seq=64, predictions=6, seed=0):
 
 def _callback(tokenizer, austen, log_dir=None, every=2):
     return PeriodicSquad(
-        every, tokenizer, austen["train"][:48], austen["dev"][:24], finetune_steps=3, batch_size=8,
+        every, tokenizer, austen["train"][:48], austen["dev"][:24], finetune_steps=3, per_gpu_batch_size=8,
         learning_rate=1e-3, predict_batch_size=32, seed=3, log_dir=log_dir, **SHORT,
     )
 
@@ -362,12 +363,12 @@ with strategy.scope():
     initial = np.load(os.environ["INITIAL"])
     model.set_weights([initial[f"w{i}"] for i in range(len(initial.files))])
 start, end = predict_logits(model, features, batch_size=8, verbose=0)
-result = predict_squad(model, examples, features=features, batch_size=8, verbose=0,
+result = predict_squad(model, examples, features=features, predict_batch_size=8, verbose=0,
                        output_dir=os.path.join(os.environ["OUTPUT"], str(distribute.worker_info().task_index)))
 train = squad.read_squad(squad.austen_squad_path("train"))[:32]
 train_features = squad.convert_examples_to_features(train, tokenizer, is_training=True, **window)
-finetune_squad(model, train_features, 3, batch_size=4, learning_rate=1e-3, seed=0, verbose=0)
-tuned = predict_squad(model, examples, features=features, batch_size=8, verbose=0)
+finetune_squad(model, train_features, total_steps=3, per_gpu_batch_size=4, learning_rate=1e-3, seed=0, verbose=0)
+tuned = predict_squad(model, examples, features=features, predict_batch_size=8, verbose=0)
 
 # periodic SQuAD inside a two-worker pretraining fit: every worker runs it at the same step
 import tensorflow as tf
@@ -387,7 +388,8 @@ pretraining = strategy.distribute_datasets_from_function(
 with strategy.scope():
     pretrainer = PretrainingModel.from_preset("albert_tiny", vocabulary_size=2000, max_sequence_length=128)
     pretrainer.compile(optimizer=LAMB(1e-3))
-callback = PeriodicSquad(2, tokenizer, train, examples, 3, batch_size=4, learning_rate=1e-3, seed=0, **window)
+callback = PeriodicSquad(2, tokenizer, train, examples, 3, per_gpu_batch_size=4, learning_rate=1e-3, seed=0,
+                         **window)
 pretrainer.fit(pretraining, epochs=1, steps_per_epoch=2, callbacks=[callback], verbose=0, shuffle=False)
 
 out = os.environ["KERAS_ALBERT_WORKER_OUT"]

@@ -140,7 +140,7 @@ def current_learning_rate(model):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def _scalar_metadata():
+def scalar_metadata():
     # What `tensorboard.summary.scalar` attaches, built from TensorFlow's own protos: `tf.summary.scalar` needs the
     # tensorboard package, which TensorFlow 2.21 no longer installs, while writing the events does not.
     from tensorflow.core.framework import summary_pb2
@@ -188,7 +188,7 @@ class TensorBoardScalars(_StepCallback):
         values["learning_rate"] = current_learning_rate(self.model)
         with self._get_writer().as_default(step=step):
             for key, value in values.items():
-                tf.summary.write(key, tf.constant(value, tf.float32), metadata=_scalar_metadata())
+                tf.summary.write(key, tf.constant(value, tf.float32), metadata=scalar_metadata())
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

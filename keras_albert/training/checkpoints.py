@@ -32,7 +32,9 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_albert import io
 from keras_albert.errors import UserInputError
+from keras_albert.training.validation import name
 
 logger = logging.getLogger("keras_albert")
 
@@ -63,33 +65,20 @@ def _rng_states(model):
 
 
 def write_atomically(path, data):
-    """Writes bytes to a temporary file beside `path` and renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Writes bytes to `path` atomically. Kept for callers written before `keras_albert.io`; new code calls
+    `io.write_bytes`."""
+    io.write_bytes(path, data)
 
 
 def save_model_atomically(model, path):
-    """`model.save(path)` through a temporary `.keras` file renamed when complete."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
-    os.close(handle)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """`model.save(path)`, published whole: Keras saves only to a name ending in `.keras`, so the model is saved
+    inside a temporary directory beside `path` and moved to `io.atomic_path`'s temporary name."""
+    with io.atomic_path(path) as temporary:
+        parent = os.path.dirname(temporary)
+        with tempfile.TemporaryDirectory(prefix=f".{os.path.basename(path)}.", dir=parent) as work:
+            saved = os.path.join(work, FINAL_MODEL_FILE)
+            model.save(saved)
+            os.replace(saved, temporary)
 
 
 class RunCheckpoint:
@@ -118,7 +107,7 @@ class RunCheckpoint:
 
     def __init__(self, run_dir, model, max_to_keep=3, worker=None):
         if int(max_to_keep) < 1:
-            raise UserInputError(f"--keep_checkpoints must be >= 1. Received: {max_to_keep}")
+            raise UserInputError(f"{name('keep_checkpoints')} must be >= 1. Received: {max_to_keep}")
         self.run_dir = os.fspath(run_dir)
         self.directory = os.path.join(self.run_dir, CHECKPOINT_DIR)
         self.model = model
@@ -161,7 +150,8 @@ class RunCheckpoint:
                 status.expect_partial()  # the error says it; TensorFlow's warnings at exit would repeat it
             raise UserInputError(
                 f"{prefix}: this checkpoint does not match the model and optimizer of this run "
-                f"({str(error).splitlines()[0][:200]}); resume with the run's flags or use a new --output_dir"
+                f"({str(error).splitlines()[0][:200]}); resume with the run's settings or use a new "
+                f"{name('output_dir')}"
             ) from None
         step = int(self.state.value.get("step", 0))
         self.last_saved_step = step
@@ -172,9 +162,7 @@ class RunCheckpoint:
         self.state.value = {"step": int(step), "data_layout": data_layout or {}}
         if self.is_chief and not os.path.exists(os.path.join(self.directory, MODEL_CONFIG_FILE)):
             config = keras.saving.serialize_keras_object(self.model)
-            write_atomically(
-                os.path.join(self.directory, MODEL_CONFIG_FILE), json.dumps(config, indent=1).encode("utf-8")
-            )
+            io.write_json(os.path.join(self.directory, MODEL_CONFIG_FILE), config, indent=1)
         path = self.manager.save(checkpoint_number=int(step))
         if not self.is_chief:
             shutil.rmtree(self.write_directory, ignore_errors=True)
@@ -231,11 +219,7 @@ def _model_config_for(prefix):
     config_path = os.path.join(os.path.dirname(prefix), MODEL_CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise UserInputError(f"{prefix}: no {MODEL_CONFIG_FILE} beside the checkpoint to rebuild the model from")
-    try:
-        with open(config_path, encoding="utf-8") as file:
-            return json.load(file)
-    except (OSError, ValueError) as error:
-        raise UserInputError(f"{config_path}: not a readable model config ({error})") from None
+    return io.read_json(config_path, what="model config")
 
 
 def restore_weights(model, path):
@@ -258,7 +242,7 @@ def restore_weights(model, path):
             raise UserInputError(
                 f"{resolved}: its weights do not fit this model "
                 f"({len(sources)} vs {len(targets)} tensors{'; ' + mismatched[0] if mismatched else ''}); "
-                "check --model_type, --model_size and --vocab_size"
+                f"check {name('model_type')}, {name('model_size')} and {name('vocab_size')}"
             )
         for s, t in zip(sources, targets):
             t.assign(s)
@@ -270,7 +254,7 @@ def restore_weights(model, path):
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
         raise UserInputError(
             f"{resolved}: its weights do not fit this model ({str(error).splitlines()[0][:200]}); "
-            "check --model_type, --model_size and --vocab_size"
+            f"check {name('model_type')}, {name('model_size')} and {name('vocab_size')}"
         ) from None
     return resolved
 

@@ -1,6 +1,7 @@
 """Periodic SQuAD during pretraining: finetune a copy of the current encoder, score it, log F1 and EM."""
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -10,6 +11,8 @@ import keras
 import numpy as np
 
 from keras_albert.errors import UserInputError
+from keras_albert.training.callbacks import scalar_metadata
+from keras_albert.training.squad_settings import squad_settings
 
 logger = logging.getLogger("keras_albert")
 
@@ -74,18 +77,12 @@ class PeriodicSquad(keras.callbacks.Callback):
         train_examples: list of `SquadExample`, or a SQuAD JSON path. Questions to finetune on.
         eval_examples: list of `SquadExample`, or a SQuAD JSON path. Questions to score.
         finetune_steps: int. Finetuning updates per run.
-        batch_size: int. Finetuning rows per replica per update.
-        learning_rate: float. Peak finetuning learning rate (linear warmup, linear decay).
-        warmup_steps: int or None. Warmup; None warms up over the first 10% of `finetune_steps`.
-        optimizer: str. `"adamw"` or `"lamb"`.
-        weight_decay: float. Finetuning weight decay.
-        max_seq_length, doc_stride, max_query_length: int. SQuAD feature windows.
-        predict_batch_size: int. Prediction batch size per worker.
-        n_best_size, max_answer_length, null_score_diff_threshold: answer extraction (see `extract_answers`).
-        version_2_with_negative: bool or None. SQuAD v2.0 rules; None: whether any eval question is impossible.
-        seed: int. Shuffle seed of the finetuning data.
+        settings: `keras_albert.training.squad_settings.SquadSettings` or None. Feature windows, finetuning
+            optimisation and answer extraction, as for `finetune_squad` and `predict_squad`;
+            `version_2_with_negative` None means whether any eval question is impossible.
         log_dir: str or None. TensorBoard directory (written by the chief).
         verbose: int. 1 prints a line per run and shows finetuning progress; 0 logs the line only.
+        **fields: `SquadSettings` fields replacing those of `settings` (e.g. `learning_rate=1e-3`).
 
     Example:
     ```python
@@ -109,51 +106,26 @@ class PeriodicSquad(keras.callbacks.Callback):
         train_examples,
         eval_examples,
         finetune_steps,
+        settings=None,
         *,
-        batch_size=32,
-        learning_rate=3e-5,
-        warmup_steps=None,
-        optimizer="adamw",
-        weight_decay=0.01,
-        max_seq_length=384,
-        doc_stride=128,
-        max_query_length=64,
-        predict_batch_size=64,
-        n_best_size=20,
-        max_answer_length=30,
-        null_score_diff_threshold=0.0,
-        version_2_with_negative=None,
-        seed=0,
         log_dir=None,
         verbose=0,
+        **fields,
     ):
         super().__init__()
         from keras_albert.data.tokenizers import load_tokenizer
 
-        for name, value in (("every_n_steps", every_n_steps), ("finetune_steps", finetune_steps)):
-            if int(value) != value or value < 1:
-                raise UserInputError(f"PeriodicSquad: `{name}` must be a positive integer. Received: {value!r}")
+        for field, value in (("every_n_steps", every_n_steps), ("finetune_steps", finetune_steps)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise UserInputError(f"PeriodicSquad: `{field}` must be an integer >= 1. Received: {value!r}")
         self.every_n_steps = int(every_n_steps)
         self.tokenizer = load_tokenizer(tokenizer)
         self.train_examples, _ = _read_examples(train_examples, "train_examples")
         self.eval_examples, self.eval_dataset = _read_examples(eval_examples, "eval_examples")
-        self.finetune_steps = int(finetune_steps)
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.warmup_steps = warmup_steps
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.max_seq_length = max_seq_length
-        self.doc_stride = doc_stride
-        self.max_query_length = max_query_length
-        self.predict_batch_size = predict_batch_size
-        self.n_best_size = n_best_size
-        self.max_answer_length = max_answer_length
-        self.null_score_diff_threshold = null_score_diff_threshold
-        if version_2_with_negative is None:
-            version_2_with_negative = any(example.is_impossible for example in self.eval_examples)
-        self.version_2_with_negative = version_2_with_negative
-        self.seed = seed
+        self.settings = squad_settings(settings, total_steps=int(finetune_steps), **fields)
+        if self.settings.version_2_with_negative is None:
+            version_2 = any(example.is_impossible for example in self.eval_examples)
+            self.settings = dataclasses.replace(self.settings, version_2_with_negative=version_2)
         self.log_dir = log_dir
         self.verbose = verbose
         self.history = []
@@ -161,22 +133,14 @@ class PeriodicSquad(keras.callbacks.Callback):
         self._writer = None
         self._last_step = None
 
-    def _window(self):
-        return {
-            "max_seq_length": self.max_seq_length,
-            "doc_stride": self.doc_stride,
-            "max_query_length": self.max_query_length,
-        }
-
     def _get_features(self):
         if self._features is None:
             from keras_albert.data import squad
 
-            train = squad.convert_examples_to_features(
-                self.train_examples, self.tokenizer, is_training=True, **self._window()
-            )
+            window = self.settings.window()
+            train = squad.convert_examples_to_features(self.train_examples, self.tokenizer, is_training=True, **window)
             evaluation = squad.convert_examples_to_features(
-                self.eval_examples, self.tokenizer, is_training=False, **self._window()
+                self.eval_examples, self.tokenizer, is_training=False, **window
             )
             self._features = train, evaluation
         return self._features
@@ -206,7 +170,7 @@ class PeriodicSquad(keras.callbacks.Callback):
     def run(self, step=None):
         """Finetunes a copy of the current encoder, predicts, scores and logs now. Returns the scores dict."""
         from keras_albert.models import SquadModel
-        from keras_albert.training.squad import _workers, finetune_squad, predict_squad
+        from keras_albert.training.squad import finetune_squad, predict_squad, strategy_workers
 
         step = self._step() if step is None else step
         started = time.time()
@@ -215,39 +179,18 @@ class PeriodicSquad(keras.callbacks.Callback):
         with preserved_random_state():
             with strategy.scope():
                 squad_model = SquadModel.from_pretraining(self.model)
-            finetune_squad(
-                squad_model,
-                train_features,
-                self.finetune_steps,
-                batch_size=self.batch_size,
-                learning_rate=self.learning_rate,
-                warmup_steps=self.warmup_steps,
-                optimizer=self.optimizer,
-                weight_decay=self.weight_decay,
-                seed=self.seed,
-                verbose=self.verbose,
-            )
-            result = predict_squad(
-                squad_model,
-                self.eval_examples,
-                features=eval_features,
-                dataset=self.eval_dataset,
-                version_2_with_negative=self.version_2_with_negative,
-                batch_size=self.predict_batch_size,
-                n_best_size=self.n_best_size,
-                max_answer_length=self.max_answer_length,
-                null_score_diff_threshold=self.null_score_diff_threshold,
-                verbose=0,
-            )
+            finetune_squad(squad_model, train_features, self.settings, verbose=self.verbose)
+            result = predict_squad(squad_model, self.eval_examples, settings=self.settings, features=eval_features,
+                                   dataset=self.eval_dataset, verbose=0)
             del squad_model
         scores = result.scores
         self.history.append({"step": step, **scores})
-        is_chief = _workers(strategy)[0] == 0
+        is_chief = strategy_workers(strategy)[0] == 0
         if self.log_dir and is_chief:
             self._write_summaries(step, scores)
         line = (
             f"step {step}: SQuAD F1 {scores['f1']:.2f}, exact {scores['exact']:.2f} "
-            f"({len(self.eval_examples)} questions, {self.finetune_steps} finetuning steps, "
+            f"({len(self.eval_examples)} questions, {self.settings.total_steps} finetuning steps, "
             f"{time.time() - started:.0f}s)"
         )
         logger.info(line)
@@ -264,17 +207,7 @@ class PeriodicSquad(keras.callbacks.Callback):
             for key in SUMMARY_KEYS:
                 if key in scores:
                     tf.summary.write(
-                        f"squad/{key}", tf.constant(scores[key], tf.float32), step=step, metadata=_scalar_metadata()
+                        f"squad/{key}", tf.constant(scores[key], tf.float32), step=step, metadata=scalar_metadata()
                     )
         self._writer.flush()
 
-
-def _scalar_metadata():
-    # What `tf.summary.scalar` attaches, from TensorFlow's own protos: `tf.summary.scalar` needs the tensorboard
-    # package, which TensorFlow 2.21 does not install; writing the event file does not.
-    from tensorflow.core.framework import summary_pb2
-
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR,
-    )

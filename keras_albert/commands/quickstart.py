@@ -12,18 +12,20 @@ resumes from its latest checkpoint). The figures are those of a tiny model train
 the pipeline works end to end, not what ALBERT reaches on Wikipedia.
 """
 
-import json
 import os
 import time
 
-from keras_albert import cli
+from keras_albert import cli, io
+from keras_albert.data.summary import SUMMARY_FILE, read_data_summary
 from keras_albert.errors import UserInputError
+from keras_albert.training.pretrain import SUMMARY_FILE as RUN_SUMMARY_FILE
+from keras_albert.training.choices import MODEL_TYPES
 
 
 def add_arguments(parser):
     parser.add_argument("--output_dir", default="keras-albert-quickstart",
                         help="Where every step writes its output. Default: ./keras-albert-quickstart")
-    parser.add_argument("--model_type", default="albert", choices=("albert", "bert"),
+    parser.add_argument("--model_type", default="albert", choices=MODEL_TYPES,
                         help="albert: SentencePiece + sentence-order prediction; bert: WordPiece + next sentence.")
     parser.add_argument("--vocab_size", type=int, default=5000, help="Tokenizer vocabulary. Default: 5000.")
     parser.add_argument("--max_seq_length", type=int, default=128, help="Pretraining sequence length. Default: 128.")
@@ -33,7 +35,8 @@ def add_arguments(parser):
     parser.add_argument("--learning_rate", type=float, default=5e-3, help="Peak LAMB learning rate. Default: 5e-3.")
     parser.add_argument("--squad_steps", type=int, default=400, help="SQuAD finetuning updates. Default: 400.")
     parser.add_argument("--squad_max_seq_length", type=int, default=128,
-                        help="SQuAD window length in tokens (at most --max_seq_length, the pretrained position table). Default: 128.")
+                        help="SQuAD window length in tokens (at most --max_seq_length, the pretrained position "
+                        "table). Default: 128.")
     parser.add_argument("--workers", type=int, default=None,
                         help="Processes for create-pretraining-data. Default: all cores.")
     parser.add_argument("--seed", type=int, default=42, help="Seed of every step. Default: 42.")
@@ -72,7 +75,7 @@ def run(args):
                  "--document_break_lines", "2"]  # chapters, not paragraphs, are the novels' documents
     if args.workers:
         data_argv += ["--workers", str(args.workers)]
-    timings["data"] = _step("2/4 create pretraining data", data_argv, os.path.join(paths["data"], "summary.json"))
+    timings["data"] = _step("2/4 create pretraining data", data_argv, os.path.join(paths["data"], SUMMARY_FILE))
 
     final_model = os.path.join(paths["pretrain"], "model.keras")
     timings["pretrain"] = _step(
@@ -101,26 +104,32 @@ def run(args):
 
 
 def _read_json(path):
+    """The JSON object at `path`, or {} when there is none to show (the summary is best effort)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        value = io.read_json(path)
+    except UserInputError:
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _print_summary(paths, scores_file, timings):
-    data = _read_json(os.path.join(paths["data"], "summary.json"))
-    pretrain = _read_json(os.path.join(paths["pretrain"], "summary.json"))
+    try:
+        data = read_data_summary(paths["data"]).raw
+    except UserInputError:
+        data = {}
+    pretrain = _read_json(os.path.join(paths["pretrain"], RUN_SUMMARY_FILE))
     scores = _read_json(scores_file)
     print("\n== quickstart summary")
     if data:
         print(f"   pretraining data: {data.get('instances', '?')} instances, {data.get('tokens', '?')} tokens")
     if pretrain:
         logs = pretrain.get("logs", pretrain)
-        shown = {k: round(v, 4) for k, v in logs.items() if isinstance(v, (int, float)) and ("loss" in k or "accuracy" in k)}
+        shown = {k: round(v, 4) for k, v in logs.items()
+                 if isinstance(v, (int, float)) and ("loss" in k or "accuracy" in k)}
         print(f"   pretraining, last logged values: {shown}")
     if scores:
-        shown = {k: round(v, 2) for k, v in scores.items() if k in ("exact", "f1", "HasAns_f1", "NoAns_exact", "total")}
+        shown = {k: round(v, 2) for k, v in scores.items()
+                 if k in ("exact", "f1", "HasAns_f1", "NoAns_exact", "total")}
         print(f"   SQuAD v2.0 on held-apart questions: {shown}")
     spent = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items() if seconds)
     if spent:

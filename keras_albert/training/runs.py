@@ -1,0 +1,232 @@
+"""What `pretrain` and the SQuAD runs are built from: the model, the optimizer, the precision, XLA.
+
+Both runs build through these functions, so a preset, a checkpoint, a Hugging Face directory or a model given from
+Python becomes a model the same way, every optimizer is LAMB or AdamW on the same warmup + polynomial-decay schedule
+with the same weight-decay exclusions, and the global dtype policy a run sets is restored when it ends.
+
+TensorFlow is imported inside the functions: the commands import this module before they create the strategy.
+"""
+
+import contextlib
+import logging
+import os
+import zipfile
+
+from keras_albert.errors import UserInputError
+from keras_albert.training.choices import PRECISIONS, preset_name
+from keras_albert.training.validation import name
+
+logger = logging.getLogger("keras_albert")
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Sets Keras' global dtype policy for `precision` ("none", "bf16", "fp16") inside the block and restores the
+    previous policy when it ends, also when it raises. Models built inside compute in that precision."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def uses_float16(model):
+    return model.backbone.dtype_policy.compute_dtype == "float16"
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+
+
+def load_checkpoint_model(path):
+    """The model saved at `path`: a `.keras` file, a checkpoint prefix, a checkpoints or run directory."""
+    from keras_albert.training.checkpoints import load_model
+
+    try:
+        return load_model(path)
+    except UserInputError as error:
+        raise UserInputError(f"{name('checkpoint_path')} {error}") from None
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserInputError(f"{name('checkpoint_path')} {path}: cannot load the model ({first_line})") from None
+
+
+def _from_preset(task, model_type, model_size, max_seq_length, vocab_size, dropout, head_arguments):
+    from keras_albert.models.presets import PRESETS
+
+    preset = preset_name(model_type, model_size)
+    if preset not in PRESETS:
+        raise UserInputError(f"{name('model_size')}={model_size} does not exist for {name('model_type')}={model_type}")
+    overrides = {
+        # Never fewer positions than the preset, so that a 128-token phase and a 512-token phase share weights.
+        "max_sequence_length": max(PRESETS[preset]["max_sequence_length"], max_seq_length),
+    }
+    if vocab_size is not None:
+        overrides["vocabulary_size"] = vocab_size
+    if dropout is not None:
+        overrides["dropout"] = dropout
+    return task.from_preset(preset, **head_arguments, **overrides)
+
+
+def _as_task(task, model, source):
+    """`model` as a `task` model: itself, or (for a SquadModel from a pretraining model) a copy of its encoder."""
+    from keras_albert.models.task import Task
+
+    if isinstance(model, task):
+        return model
+    if isinstance(model, Task) and hasattr(task, "from_pretraining"):
+        try:
+            return task.from_pretraining(model)
+        except UserInputError as error:
+            raise UserInputError(f"{source}: {error}") from None
+    raise UserInputError(f"{source}: holds a {type(model).__name__}, not a {task.__name__}")
+
+
+def _in_precision(model):
+    """`model` rebuilt in the global dtype policy when it was saved with another (a loaded model keeps its own)."""
+    import keras
+
+    policy = keras.config.dtype_policy().name
+    source = model.backbone
+    if source.dtype_policy.name == policy:
+        return model
+    backbone = type(source).from_config({**source.get_config(), "dtype": policy})
+    rebuilt = type(model)(backbone, **{key: getattr(model, key) for key in model.head_arguments})
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _check_fits(model, max_seq_length, vocab_size, source):
+    backbone = model.backbone
+    if vocab_size is not None and vocab_size > backbone.vocabulary_size:
+        raise UserInputError(
+            f"{name('tokenizer')}: its vocabulary ({vocab_size}) is larger than the model's "
+            f"({backbone.vocabulary_size}); use the tokenizer the checkpoint was trained with"
+        )
+    if max_seq_length > backbone.max_sequence_length:
+        raise UserInputError(
+            f"{name('max_seq_length')}={max_seq_length} exceeds the {backbone.max_sequence_length} positions of "
+            f"{source}"
+        )
+
+
+def build_model(
+    task,
+    *,
+    max_seq_length,
+    load_from="scratch",
+    model_type=None,
+    model_size=None,
+    checkpoint_path=None,
+    vocab_size=None,
+    dropout=None,
+    model=None,
+    **head_arguments,
+):
+    """The `task` model (`PretrainingModel` or `SquadModel`) of a run. Call it under the strategy's scope and inside
+    `precision_policy`.
+
+    Args:
+        task: the model class.
+        max_seq_length: int. The run's sequence length; the model must have at least this many positions.
+        load_from: `"scratch"` (a random preset), `"checkpoint"` (a keras-albert `.keras` file, checkpoint prefix,
+            checkpoints or run directory) or `"huggingface"` (a local Hugging Face checkpoint directory).
+        model_type, model_size: str. The preset for `"scratch"`; `model_type`, when given, must also be that of a
+            loaded model.
+        checkpoint_path: str. What `"checkpoint"` and `"huggingface"` load.
+        vocab_size: int or None. The tokenizer's vocabulary: a preset gets this many embeddings, a loaded model must
+            have at least this many.
+        dropout: float or None. Encoder dropout of a preset (None: the preset's).
+        model: a model given from Python, used instead of `load_from` (a pretraining model given for a `SquadModel`
+            gives a copy of its encoder). It is trained as given, in its own precision.
+        **head_arguments: head arguments of `task` (e.g. `skip_mlm`), for a preset or set on a loaded model.
+
+    A loaded model is rebuilt in the global dtype policy when it was saved in another.
+    """
+    if model is not None:
+        model = _as_task(task, model, "model")
+        _check_fits(model, max_seq_length, vocab_size, "the model given")
+        return model
+    if load_from == "scratch":
+        return _from_preset(task, model_type, model_size, max_seq_length, vocab_size, dropout, head_arguments)
+    where = f"{name('checkpoint_path')} {checkpoint_path}"
+    if load_from == "huggingface":
+        try:
+            model = task.from_huggingface(checkpoint_path)
+        except UserInputError as error:
+            raise UserInputError(f"{name('checkpoint_path')} {error}") from None
+    else:
+        model = _as_task(task, load_checkpoint_model(checkpoint_path), where)
+    if model_type is not None and model.model_type != model_type:
+        raise UserInputError(f"{where}: holds a {model.model_type} model, not {name('model_type')}={model_type}")
+    _check_fits(model, max_seq_length, vocab_size, checkpoint_path)
+    for key, value in head_arguments.items():
+        setattr(model, key, value)
+    return _in_precision(model)
+
+
+# ------------------------------------------------------------------------------------------------ the optimizer
+
+
+def build_optimizer(
+    optimizer,
+    learning_rate,
+    *,
+    warmup_steps,
+    total_steps,
+    end_learning_rate=0.0,
+    decay_power=1.0,
+    weight_decay=0.01,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-6,
+    loss_scale=False,
+):
+    """`"lamb"` or `"adamw"` on the reference's linear warmup + polynomial decay (counted in optimizer updates).
+
+    LayerNorm weights and biases are excluded from weight decay, as in BERT and ALBERT. `loss_scale` wraps the
+    optimizer in Keras' dynamic `LossScaleOptimizer` (for float16 compute).
+    """
+    import keras
+
+    from keras_albert.optimizers import EXCLUDE_FROM_WEIGHT_DECAY, LAMB, AdamW, WarmupPolyDecay
+
+    try:
+        schedule = WarmupPolyDecay(learning_rate, warmup_steps, total_steps, end_learning_rate, decay_power)
+    except ValueError as error:
+        raise UserInputError(f"{name('warmup_steps')}/{name('total_steps')}: {error}") from None
+    kind = {"lamb": LAMB, "adamw": AdamW}[optimizer]
+    result = kind(
+        learning_rate=schedule,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        weight_decay=weight_decay,
+        exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY),
+    )
+    return keras.optimizers.LossScaleOptimizer(result) if loss_scale else result
+
+
+# ------------------------------------------------------------------------------------------------------- XLA
+
+
+def resolve_jit_compile(setting, strategy):
+    """The `--jit_compile` setting ("auto", "true", "false") as a bool: auto is on wherever XLA can compile the step
+    under `strategy` (not under CPU collective strategies: XLA has no CPU collective ops)."""
+    from keras_albert import distribute
+
+    if setting == "false":
+        return False
+    if setting == "true" and not distribute.jit_compile_supported(strategy):
+        raise UserInputError(
+            f"{name('jit_compile')}=true: XLA has no CPU collective ops for {type(strategy).__name__}; use "
+            f"{name('jit_compile')}=auto"
+        )
+    return distribute.resolve_jit_compile(True, strategy)
+
+
+def checkpoint_directory(path):
+    """The directory of a checkpoint path (itself when it is one), where its tokenizer is looked for."""
+    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
