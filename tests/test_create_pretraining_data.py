@@ -10,8 +10,9 @@ import pytest
 
 from fixtures_data import novel_path, scratch_dir, trained_tokenizer_dir
 from keras_albert import cli
-from keras_albert.data import create_pretraining_data as cpd
-from keras_albert.data import text
+from keras_albert.data import create_pretraining_data, text
+from keras_albert.data.pretraining import encoding, pool
+from keras_albert.data.pretraining.instances import compiled_module
 from keras_albert.data.tokenizers import WordPieceTokenizer, load_tokenizer
 from keras_albert.errors import UserInputError
 
@@ -57,7 +58,7 @@ def run(output_name, tokenizer, **settings):
         progress=False,
     )
     defaults.update(settings)
-    summary = cpd.create_pretraining_data(novel_path(), tokenizer, out, **defaults)
+    summary = create_pretraining_data(novel_path(), tokenizer, out, **defaults)
     return out, summary
 
 
@@ -298,17 +299,16 @@ def _shard_bytes(directory):
         ("bert", {"model_type": "albert", "masking": "ngram", "max_ngram": 4}),
     ],
 )
-def test_compiled_and_numpy_builders_write_identical_records(model_type, settings, monkeypatch):
+def test_compiled_and_numpy_builders_write_identical_records(model_type, settings):
     """The compiled builder (`_instances.c`) against its NumPy twin: the same bytes and counts for every mode."""
-    if cpd._compiled() is None:
+    if compiled_module() is None:
         if os.environ.get("KERAS_ALBERT_REQUIRE_COMPILED"):
-            pytest.fail("keras_albert.data._instances was not compiled by the install")
+            pytest.fail("keras_albert.data.pretraining._instances was not compiled by the install")
         pytest.skip("this install has no compiled instance builder")
     tokenizer = trained_tokenizer_dir(model_type)
     name = f"{model_type}-" + "-".join(f"{key}={value}" for key, value in settings.items())
     compiled, compiled_summary = run(f"compiled-{name}", tokenizer, dupe_factor=2, **settings)
-    monkeypatch.setattr(cpd, "_compiled", lambda: None)
-    numpy, numpy_summary = run(f"numpy-{name}", tokenizer, dupe_factor=2, **settings)
+    numpy, numpy_summary = run(f"numpy-{name}", tokenizer, dupe_factor=2, builder="numpy", **settings)
     assert compiled_summary["settings"]["builder"] == "compiled" and numpy_summary["settings"]["builder"] == "numpy"
     shards = _shard_bytes(compiled)
     assert sum(map(len, shards.values())) > 100_000
@@ -322,7 +322,7 @@ def test_small_dev_shm_sends_the_corpus_through_disk(monkeypatch):
     directory and the corpus arrays to disk: the same shards."""
     tokenizer = trained_tokenizer_dir("albert")
     one, _ = run("shm-1", tokenizer, dupe_factor=1, workers=1)
-    real = cpd.shutil.disk_usage
+    real = pool.shutil.disk_usage
     places = []
 
     def little_room(path):
@@ -330,23 +330,27 @@ def test_small_dev_shm_sends_the_corpus_through_disk(monkeypatch):
         usage = real(path)
         return usage._replace(free=1 << 20) if str(path).startswith("/dev/shm") else usage
 
-    monkeypatch.setattr(cpd.shutil, "disk_usage", little_room)
+    monkeypatch.setattr(pool.shutil, "disk_usage", little_room)
     two, _ = run("shm-2", tokenizer, dupe_factor=1, workers=2)
     assert _shard_bytes(two) == _shard_bytes(one)
     assert places and not any(place.startswith("/dev/shm/") for place in places)  # nothing was placed there
 
 
-def _double(item):
+def _double(state, item):
     return 2 * item
 
 
-def _refuse_thirteen(item):
+def _refuse_thirteen(state, item):
     if item == 13:
         raise UserInputError("item 13 is bad")
     return item
 
 
-def _die_outside(item):
+def _rank_and_item(state, item):
+    return state.rank, item
+
+
+def _die_outside(state, item):
     """Kills any process but the one that started the test (whose pid the item carries)."""
     number, parent = item
     if os.getpid() != parent:
@@ -354,30 +358,32 @@ def _die_outside(item):
     return number
 
 
-def test_executor_keeps_item_order_and_surfaces_worker_errors():
-    with cpd._Executor(3, spill=scratch_dir("executor")) as executor:
+def test_worker_pool_keeps_item_order_and_surfaces_worker_errors():
+    with pool.WorkerPool(3, spill=scratch_dir("executor")) as executor:
         assert list(executor.map(_double, iter(range(40)))) == [2 * i for i in range(40)]
         assert list(executor.map(_double, [])) == []
+        ranks = [rank for rank, _ in executor.map(_rank_and_item, range(40))]
+        assert {0, 1} <= set(ranks)  # each worker process got its own state (rank), this one None
         with pytest.raises(UserInputError, match="item 13 is bad"):
             list(executor.map(_refuse_thirteen, range(40)))
-    with cpd._Executor(2, spill=scratch_dir("executor")) as executor:
+    with pool.WorkerPool(2, spill=scratch_dir("executor")) as executor:
         with pytest.raises(RuntimeError, match=r"worker process died \(exit code 3\)"):
             list(executor.map(_die_outside, [(i, os.getpid()) for i in range(40)]))
 
 
-def test_compiled_crc32c_matches_google_crc32c():
-    """Both CRC-32C paths of the compiled builder (the portable table and, on x86-64, SSE4.2) against
-    google-crc32c, on lengths around the 8-byte steps."""
-    compiled = cpd._compiled()
-    if compiled is None:
-        pytest.skip("this install has no compiled instance builder")
-    google_crc32c = pytest.importorskip("google_crc32c")
+def test_checksums_frame_records_as_tensorflows_writer():
+    """`encoding.fill_checksums` (google-crc32c) against TensorFlow's TFRecordWriter, on record lengths around the
+    8-byte steps of CRC implementations and on empty input."""
+    tf = pytest.importorskip("tensorflow")
     rng = np.random.default_rng(0)
-    for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4099]:
-        data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
-        expected = google_crc32c.value(data)
-        assert compiled.crc32c_of(data, True) == expected, length
-        assert compiled.crc32c_of(data, False) == expected, length
+    records = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000]]
+    blob, ends = encoding.frame_with_slots(records)
+    path = os.path.join(scratch_dir("crc"), "records.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    assert bytes(encoding.fill_checksums(blob, ends)) == open(path, "rb").read()
+    assert encoding.fill_checksums(b"", np.zeros(0, np.int64)) == b""
 
 
 def test_same_seed_byte_identical_with_one_and_two_workers():
@@ -425,7 +431,7 @@ def test_records_have_googles_layout(albert):
     ).all()
 
 
-def test_framing_is_tensorflows_tfrecord_writer(albert, monkeypatch):
+def test_framing_is_tensorflows_tfrecord_writer(albert):
     tf = pytest.importorskip("tensorflow")
     for name, data in _shard_bytes(albert["dir"]).items():
         path = os.path.join(scratch_dir("rewritten"), name)
@@ -433,13 +439,6 @@ def test_framing_is_tensorflows_tfrecord_writer(albert, monkeypatch):
             for record in tf.data.TFRecordDataset(os.path.join(albert["dir"], name)):
                 writer.write(record.numpy())
         assert open(path, "rb").read() == data
-    # Without the compiled builder and google-crc32c, TensorFlow's writer frames the same records: the same bytes.
-    monkeypatch.setattr(cpd, "_crc32c", lambda: None)
-    monkeypatch.setattr(cpd, "_compiled", lambda: None)
-    fallback, _ = run("albert-ngram-tf-writer", trained_tokenizer_dir("albert"))
-    assert _shard_bytes(fallback) == _shard_bytes(albert["dir"])
-    fallback, _ = run("albert-ngram-tf-writer-2", trained_tokenizer_dir("albert"), workers=2)
-    assert _shard_bytes(fallback) == _shard_bytes(albert["dir"])
 
 
 def test_summary_json_agrees_with_the_records(albert):
@@ -504,14 +503,14 @@ def test_tokenizer_without_mask_is_refused():
     directory = scratch_dir("no-mask")
     WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + list("abcdefghijklmnopqrstuvwxyz")).save(directory)
     with pytest.raises(UserInputError, match=r"--tokenizer: .*no-mask.* has no \[MASK\] token"):
-        cpd.create_pretraining_data(novel_path(), directory, scratch_dir("never"), progress=False)
+        create_pretraining_data(novel_path(), directory, scratch_dir("never"), progress=False)
 
 
 def test_output_dir_with_shards_of_another_run_is_refused():
     out = scratch_dir("other-run")
     open(os.path.join(out, "part-00000-of-00004.tfrecord"), "wb").close()
     with pytest.raises(UserInputError, match="--output_dir: .* holds shards of another run"):
-        cpd.create_pretraining_data(novel_path(), trained_tokenizer_dir("albert"), out, num_shards=2, progress=False)
+        create_pretraining_data(novel_path(), trained_tokenizer_dir("albert"), out, num_shards=2, progress=False)
 
 
 def test_command_writes_shards_and_prints_summary(capsys):

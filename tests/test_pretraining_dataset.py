@@ -10,8 +10,7 @@ tf = pytest.importorskip("tensorflow")
 
 import keras_albert  # noqa: E402
 from fixtures_data import novel_path, scratch_dir, trained_tokenizer_dir  # noqa: E402
-from keras_albert.data import create_pretraining_data as cpd  # noqa: E402
-from keras_albert.data.pretraining_dataset import pretraining_dataset  # noqa: E402
+from keras_albert.data import create_pretraining_data, pretraining_dataset  # noqa: E402
 from keras_albert.data.tokenizers import load_tokenizer  # noqa: E402
 from keras_albert.errors import UserInputError  # noqa: E402
 
@@ -189,7 +188,7 @@ def test_package_attribute_is_callable(google_files):
 @pytest.fixture(scope="module")
 def unmasked():
     out = scratch_dir("unmasked")
-    cpd.create_pretraining_data(
+    create_pretraining_data(
         novel_path(),
         trained_tokenizer_dir("albert"),
         out,

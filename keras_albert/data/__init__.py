@@ -2,8 +2,12 @@
 
 import importlib
 
+# name -> the module it comes from; a name equal to its module's last part is the module itself. Imported on first
+# use, so that `keras_albert.data.squad` scoring and the data commands start without TensorFlow.
 _LAZY = {
-    "pretraining_dataset": "keras_albert.data.pretraining_dataset",
+    "create_pretraining_data": "keras_albert.data.pretraining",
+    "pretraining_dataset": "keras_albert.data.pretraining",
+    "PretrainingDataSettings": "keras_albert.data.pretraining",
     "load_tokenizer": "keras_albert.data.tokenizers",
     "squad": "keras_albert.data.squad",
     "tokenizers": "keras_albert.data.tokenizers",

@@ -1,25 +1,21 @@
-"""Tokenizers for ALBERT (SentencePiece unigram) and BERT (WordPiece), and the `train-tokenizer` command.
+"""Tokenizers for ALBERT (SentencePiece unigram) and BERT (WordPiece): loading, training and saving.
 
 One small interface, `Tokenizer`, serves pretraining data, SQuAD features and the models: ids, character offsets into
 the original text, the special ids, and word starts for whole-word and n-gram masking. A saved tokenizer directory is
 what keras-hub (`AlbertTokenizer(proto=...)`, `BertTokenizer(vocabulary=...)`) and transformers
 (`AlbertTokenizer.from_pretrained`, `BertTokenizer.from_pretrained`) load.
 
-Command line:
-    keras-albert train-tokenizer --output tok --model_type albert --vocab_size 30000          # embedded corpus
-    keras-albert train-tokenizer --input 'wiki/*.txt.gz' --output tok --model_type bert --vocab_size 30522
-    keras-albert train-tokenizer --input bert-base-uncased/vocab.txt --output tok --model_type bert   # import
+The command line (`keras-albert train-tokenizer`) is `keras_albert.commands.train_tokenizer`.
 """
 
 import io
-import json
 import os
 import re
 import string
-import tempfile
 
 import numpy as np
 
+from keras_albert.io import read_json, write_bytes, write_json
 from keras_albert.errors import UserInputError
 
 MODEL_TYPES = ("albert", "bert")
@@ -110,6 +106,10 @@ class Tokenizer:
             self._word_start = table
         return self._word_start
 
+    def model_file_bytes(self):
+        """The bytes `save` writes as the model file (`spiece.model` or `vocab.txt`)."""
+        raise NotImplementedError
+
     def save(self, directory):
         raise NotImplementedError
 
@@ -123,7 +123,7 @@ class Tokenizer:
             ("special_tokens_map.json", special_map),
             (CONFIG_FILE, ours),
         ):
-            _write_atomic(os.path.join(directory, name), json.dumps(content, indent=2).encode() + b"\n")
+            write_json(os.path.join(directory, name), content)
 
     def __repr__(self):
         return f"{type(self).__name__}(model_type={self.model_type!r}, vocab_size={self.vocab_size})"
@@ -240,9 +240,11 @@ class SentencePieceTokenizer(Tokenizer):
             return True
         return _LETTERS_AND_PUNCTUATION.fullmatch(piece) is None
 
+    def model_file_bytes(self):
+        return self.proto
+
     def save(self, directory):
-        os.makedirs(directory, exist_ok=True)
-        _write_atomic(os.path.join(directory, SPIECE_FILE), self.proto)
+        write_bytes(os.path.join(directory, SPIECE_FILE), self.model_file_bytes())
         self._write_configs(
             directory,
             {
@@ -336,9 +338,11 @@ class WordPieceTokenizer(Tokenizer):
     def _is_word_start_piece(self, piece):
         return not piece.startswith("##")
 
+    def model_file_bytes(self):
+        return ("\n".join(self._tokens) + "\n").encode("utf-8")
+
     def save(self, directory):
-        os.makedirs(directory, exist_ok=True)
-        _write_atomic(os.path.join(directory, VOCAB_FILE), ("\n".join(self._tokens) + "\n").encode("utf-8"))
+        write_bytes(os.path.join(directory, VOCAB_FILE), self.model_file_bytes())
         self._write_configs(
             directory,
             {
@@ -365,11 +369,9 @@ def load_tokenizer(path):
         settings = {}
         config = os.path.join(path, CONFIG_FILE)
         if os.path.isfile(config):
-            try:
-                with open(config, encoding="utf-8") as file:
-                    settings = json.load(file)
-            except (OSError, ValueError):
-                raise UserInputError(f"{config}: not a valid tokenizer config (JSON)") from None
+            settings = read_json(config, what="tokenizer config")
+            if not isinstance(settings, dict):
+                raise UserInputError(f"{config}: not a valid tokenizer config (expected a JSON object)")
         lowercase = settings.get("lowercase")
         if os.path.isfile(os.path.join(path, SPIECE_FILE)):
             return SentencePieceTokenizer(os.path.join(path, SPIECE_FILE), lowercase=lowercase)
@@ -525,11 +527,50 @@ def _sniff_sentencepiece(path):
 
 
 def _normalizer_name(proto):
-    from sentencepiece import sentencepiece_model_pb2
+    """`ModelProto.normalizer_spec.name` of a serialized SentencePiece model, read from the protobuf wire format.
 
-    model = sentencepiece_model_pb2.ModelProto()
-    model.ParseFromString(proto)
-    return model.normalizer_spec.name
+    sentencepiece's generated `sentencepiece_model_pb2` refuses to import under a protobuf runtime older than the one
+    it was generated with; these few fields need no protobuf at all.
+    """
+    spec = _proto_field(proto, 3)  # ModelProto.normalizer_spec
+    name = _proto_field(spec, 1) if spec is not None else None  # NormalizerSpec.name
+    return name.decode("utf-8", "replace") if name is not None else ""
+
+
+def _proto_field(message, number):
+    """The bytes of the last length-delimited field `number` of a serialized protobuf message, or None."""
+    found, position, end = None, 0, len(message)
+    try:
+        while position < end:
+            key, position = _read_varint(message, position)
+            wire_type = key & 7
+            if wire_type == 0:
+                _, position = _read_varint(message, position)
+            elif wire_type == 1:
+                position += 8
+            elif wire_type == 2:
+                length, position = _read_varint(message, position)
+                if key >> 3 == number:
+                    found = bytes(message[position : position + length])
+                position += length
+            elif wire_type == 5:
+                position += 4
+            else:
+                return found  # groups (deprecated) do not occur in SentencePiece models
+    except IndexError:
+        pass
+    return found
+
+
+def _read_varint(data, position):
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, position
 
 
 def _lower_keep_length(text):
@@ -537,61 +578,3 @@ def _lower_keep_length(text):
     if len(lowered) == len(text):
         return lowered
     return "".join(char.lower() if len(char.lower()) == 1 else char for char in text)
-
-
-def _write_atomic(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def add_arguments(parser):
-    parser.add_argument(
-        "--input",
-        nargs="*",
-        default=None,
-        help="Text files, directories or globs (plain or gzip; comma-separated allowed). Default: the embedded Jane "
-        "Austen corpus. A single existing spiece.model (albert) or vocab.txt (bert) is imported instead of training.",
-    )
-    parser.add_argument("--output", required=True, help="Directory to write the tokenizer to.")
-    parser.add_argument(
-        "--model_type", choices=MODEL_TYPES, default="albert", help="albert: SentencePiece; bert: WordPiece."
-    )
-    parser.add_argument(
-        "--vocab_size", type=int, default=30000, help="Vocabulary size (ALBERT and BERT use 30000/30522)."
-    )
-    parser.add_argument("--character_coverage", type=float, default=0.9995, help="SentencePiece character coverage.")
-    parser.add_argument(
-        "--input_sentence_size", type=int, default=2_000_000, help="SentencePiece samples at most this many sentences."
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Sampling seed.")
-    parser.add_argument("--verbose", action="store_true", help="Show the trainers' logs.")
-
-
-def run(args):
-    tokenizer = train_tokenizer(
-        args.input,
-        args.output,
-        args.model_type,
-        args.vocab_size,
-        character_coverage=args.character_coverage,
-        input_sentence_size=args.input_sentence_size,
-        seed=args.seed,
-        verbose=args.verbose,
-    )
-    print(
-        f"wrote {tokenizer.model_type} tokenizer, vocabulary {tokenizer.vocab_size}, to {args.output} "
-        f"(pad {tokenizer.pad_id}, unk {tokenizer.unk_id}, cls {tokenizer.cls_id}, sep {tokenizer.sep_id}, "
-        f"mask {tokenizer.mask_id})"
-    )
-    return 0

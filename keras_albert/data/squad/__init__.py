@@ -8,10 +8,10 @@ predictions, nbest, null_odds = squad.extract_answers(examples, features, start_
                                                       version_2_with_negative=True)
 squad.evaluate(squad.load_json("dev-v2.0.json"), predictions, na_probs=null_odds)
 ```
-TensorFlow is imported only by `squad_dataset`, so scoring and the `evaluate-squad` command start fast.
+TensorFlow is imported only by `squad_dataset`, so scoring and the `evaluate-squad` command
+(`keras_albert.commands.evaluate_squad`) start fast.
 """
 
-from keras_albert.data.squad.evaluate_command import add_arguments, run
 from keras_albert.data.squad.evaluation import evaluate, exact_match_score, f1_score, normalize_answer
 from keras_albert.data.squad.features import (
     SquadFeature,
@@ -26,7 +26,6 @@ __all__ = [
     "SquadAnswer",
     "SquadExample",
     "SquadFeature",
-    "add_arguments",
     "austen_squad_path",
     "convert_examples_to_features",
     "evaluate",
@@ -37,7 +36,6 @@ __all__ = [
     "load_json",
     "normalize_answer",
     "read_squad",
-    "run",
     "squad_dataset",
     "write_json",
     "write_predictions",

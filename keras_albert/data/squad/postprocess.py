@@ -9,34 +9,19 @@ the windows; the question is answered "" when that score beats the best span's b
 """
 
 import collections
-import json
 import os
-import tempfile
 
 import numpy as np
 
+from keras_albert import io
 from keras_albert.errors import UserInputError
 
 _Candidate = collections.namedtuple("_Candidate", "score start_logit end_logit text")
 
 
 def write_json(path, value, indent=4):
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(value, file, indent=indent)
-            file.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would stick after the rename
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Writes JSON atomically (`keras_albert.io.write_json`), indented 4 as Google's `run_squad.py` writes it."""
+    io.write_json(path, value, indent=indent)
 
 
 def _softmax(scores):

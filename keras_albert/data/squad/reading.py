@@ -2,10 +2,10 @@
 
 import dataclasses
 import importlib.resources
-import json
 import os
 
 from keras_albert.errors import UserInputError
+from keras_albert.io import read_json
 
 EMBEDDED_SPLITS = ("train", "dev")
 _VERSIONS = {"1.1": "1.1", "v1.1": "1.1", "2.0": "2.0", "v2.0": "2.0"}
@@ -58,25 +58,12 @@ def austen_squad_path(split="train"):
 
 
 def load_json(path):
-    """Parses a JSON file (SQuAD data, predictions, no-answer probabilities).
+    """Parses a JSON file (SQuAD data, predictions, no-answer probabilities); `keras_albert.io.read_json`.
 
     Raises:
         UserInputError: one line naming the path, for a missing or unreadable file, non-UTF-8 bytes or invalid JSON.
     """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as error:
-        raise UserInputError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserInputError(f"{path}: not UTF-8 text (invalid byte at offset {error.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserInputError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    return read_json(path)
 
 
 def _field(container, name, expected_type, where):

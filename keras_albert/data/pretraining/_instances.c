@@ -1,16 +1,18 @@
 /* The compiled instance builder of `keras-albert create-pretraining-data`.
  *
- * One call builds one task (a dupe copy of a chunk of documents): segment pairs, truncation, masking, serialization
- * as tf.train.Example and TFRecord framing, in one pass with no Python objects per instance. It is the exact
- * counterpart of the NumPy builder in create_pretraining_data.py (`_PairMaker`, `_Batch`, `_shuffled_order`), which
- * stays as the fallback when this module was not compiled: both draw the same numbers from the same counter-based
- * streams (splitmix64 of key + counter), so the records are byte-identical whichever one runs (tested).
+ * One call, `build(job)`, builds one task (a dupe copy of a chunk of documents): segment pairs, truncation, masking,
+ * serialization as tf.train.Example and TFRecord framing, in one pass with no Python objects per instance. `job` is
+ * an `instances.BuildJob`, whose attributes this module reads by name. It is the exact counterpart of the NumPy
+ * builder (`pairs.PairMaker`, `numpy_builder`, `masking.mask_rows`), which stays as the fallback when this module was
+ * not compiled: both draw the same numbers from the same counter-based streams (splitmix64 of key + counter), so the
+ * records are byte-identical whichever one runs (tested). The CRC-32C slots of the framing are left zero; the caller
+ * fills them with google-crc32c (`encoding.fill_checksums`).
  *
  * Streams: pairing draws sequentially from `pair_key`; row r (in pair order) masks with the stream
  * key(mask_key, r): step s of its visit draws counters 2s (the unit visited, an incremental Fisher-Yates shuffle)
  * and 2s+1 (the n-gram length), masked token k draws REPLACE + 2k (80/10/10) and REPLACE + 2k + 1 (the random
  * token); the output order is a Fisher-Yates shuffle drawing counter i from `shuffle_key`, then regrouped by shard
- * (position p of the shuffled records goes to shard (task position + p) mod num_shards; `_shard_major`).
+ * (position p of the shuffled records goes to shard (task position + p) mod num_shards; `plan.shard_major`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -133,61 +135,6 @@ static void pairs_free(Pairs *p) {
 }
 
 /* ---------------------------------------------------------------------------------------------------------------- */
-/* CRC-32C (Castagnoli), slicing by 8, and TFRecord's masked form */
-
-static uint32_t crc_table[8][256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-        crc_table[0][i] = c;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) {
-            uint32_t previous = crc_table[t - 1][i];
-            crc_table[t][i] = (previous >> 8) ^ crc_table[0][previous & 0xFF];
-        }
-}
-
-static uint32_t crc32c_table(const unsigned char *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
-            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
-    return c ^ 0xFFFFFFFFu;
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-/* SSE4.2's crc32 instruction computes CRC-32C: 8 bytes per instruction, several times the table's speed. */
-__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(const unsigned char *p, size_t n) {
-    uint64_t c = 0xFFFFFFFFu;
-    for (; n >= 8; p += 8, n -= 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        c = __builtin_ia32_crc32di(c, word);
-    }
-    uint32_t c32 = (uint32_t)c;
-    for (; n; p++, n--) c32 = __builtin_ia32_crc32qi(c32, *p);
-    return c32 ^ 0xFFFFFFFFu;
-}
-#define HAVE_CRC32C_INSTRUCTION 1
-#endif
-
-static uint32_t (*crc32c)(const unsigned char *, size_t) = crc32c_table;
-
-static void put_masked_crc(Buf *b, const unsigned char *data, size_t n) {
-    uint32_t v = crc32c(data, n);
-    uint32_t masked = ((v >> 15) | (v << 17)) + 0xA282EAD8u;
-    for (int i = 0; i < 4; i++) b->data[b->len++] = (unsigned char)(masked >> (8 * i));
-}
-
-/* ---------------------------------------------------------------------------------------------------------------- */
 /* tf.train.Example: Example{features=1: Features{feature=1: map<string, Feature>}}, map entry {key=1, value=2},
  * Feature{float_list=2 | int64_list=3: {value=1 packed}} */
 
@@ -225,7 +172,7 @@ typedef struct {
     const double *thresholds;
     Py_ssize_t num_tokens, num_sentences, num_documents, vocab_size, num_replacements, num_thresholds;
     uint64_t pair_key, mask_key, shuffle_key;
-    int sop, token_boundary, whole_words, no_masking, frame;
+    int sop, token_boundary, whole_words, no_masking;
     int64_t max_seq_length, max_predictions, max_ngram, cls_id, sep_id, mask_id, num_shards, position;
     double masked_lm_prob, short_seq_prob;
 } Settings;
@@ -454,7 +401,8 @@ static void put_flags_entry(Buf *body, unsigned char *fixed, const char *name, c
     put_entry(body, name, INT64_LIST, fixed, count + zeros);
 }
 
-/* One pair as a serialized tf.train.Example, framed as a TFRecord when asked, appended to `out`. */
+/* One pair as a serialized tf.train.Example framed as a TFRecord (length, CRC slot, data, CRC slot), appended to
+ * `out`. */
 static int write_record(const Settings *s, Row *r, const Pairs *pairs, size_t index, Buf *out, Stats *stats) {
     int64_t seq = s->max_seq_length, predictions = s->max_predictions;
     int64_t a0 = pairs->a0[index], la = pairs->a1[index] - a0, b0 = pairs->b0[index], lb = pairs->b1[index] - b0;
@@ -504,16 +452,14 @@ static int write_record(const Settings *s, Row *r, const Pairs *pairs, size_t in
 
     size_t record = 1 + varint_size(body->len) + body->len;
     if (reserve(out, record + 16) < 0) return -1;
-    size_t header = out->len;
-    if (s->frame) {
-        for (int i = 0; i < 8; i++) out->data[out->len++] = (unsigned char)((uint64_t)record >> (8 * i));
-        put_masked_crc(out, out->data + header, 8);
-    }
-    size_t start = out->len;
+    for (int i = 0; i < 8; i++) out->data[out->len++] = (unsigned char)((uint64_t)record >> (8 * i));
+    memset(out->data + out->len, 0, 4);
+    out->len += 4;
     out->data[out->len++] = 0x0a;
     put_varint(out, body->len);
     put_bytes(out, body->data, body->len);
-    if (s->frame) put_masked_crc(out, out->data + start, record);
+    memset(out->data + out->len, 0, 4);
+    out->len += 4;
     return 0;
 }
 
@@ -561,76 +507,151 @@ done:
     return rc;
 }
 
-static int check_buffer(Py_buffer *b, Py_ssize_t item, const char *name) {
-    if (b->len % item) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items", name, b->len, item);
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Reading the job: attributes by dotted name ("corpus.tokens"), so that Python passes one object, not a long
+ * positional argument list. */
+
+/* A new reference to job.<path>, or NULL with an exception set. */
+static PyObject *attribute(PyObject *job, const char *path) {
+    PyObject *value = job;
+    Py_INCREF(value);
+    while (*path) {
+        const char *dot = strchr(path, '.');
+        size_t n = dot ? (size_t)(dot - path) : strlen(path);
+        PyObject *name = PyUnicode_FromStringAndSize(path, (Py_ssize_t)n);
+        PyObject *next = name ? PyObject_GetAttr(value, name) : NULL;
+        Py_XDECREF(name);
+        Py_DECREF(value);
+        if (!next) return NULL;
+        value = next;
+        path += n + (dot != NULL);
+    }
+    return value;
+}
+
+/* A contiguous buffer of `item`-byte items. */
+static int get_array(PyObject *job, const char *path, Py_buffer *view, Py_ssize_t item) {
+    PyObject *value = attribute(job, path);
+    if (!value) return -1;
+    int rc = PyObject_GetBuffer(value, view, PyBUF_C_CONTIGUOUS);
+    Py_DECREF(value);
+    if (rc < 0) return -1;
+    if (view->len % item) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items", path, view->len, item);
+        PyBuffer_Release(view);
+        view->obj = NULL;
         return -1;
     }
     return 0;
 }
 
-static PyObject *build(PyObject *self, PyObject *args) {
+static int get_int(PyObject *job, const char *path, int64_t *out) {
+    PyObject *value = attribute(job, path);
+    if (!value) return -1;
+    long long number = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    if (number == -1 && PyErr_Occurred()) return -1;
+    *out = number;
+    return 0;
+}
+
+static int get_key(PyObject *job, const char *path, uint64_t *out) {
+    PyObject *value = attribute(job, path);
+    if (!value) return -1;
+    unsigned long long number = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    if (number == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = number;
+    return 0;
+}
+
+static int get_double(PyObject *job, const char *path, double *out) {
+    PyObject *value = attribute(job, path);
+    if (!value) return -1;
+    *out = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int get_flag(PyObject *job, const char *path, int *out) {
+    PyObject *value = attribute(job, path);
+    if (!value) return -1;
+    *out = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return *out < 0 ? -1 : 0;
+}
+
+enum { TOKENS, SENTENCE_STARTS, DOCUMENT_STARTS, WORD_START, REPLACEMENT_IDS, DOCUMENTS, THRESHOLDS, ARRAYS };
+
+/* The job's arrays: the name each is read by and the size of its items. */
+static const struct {
+    const char *path;
+    Py_ssize_t item;
+} array_fields[ARRAYS] = {
+    {"corpus.tokens", 4},         {"corpus.sentence_starts", 8}, {"corpus.document_starts", 8},
+    {"tables.word_start", 1},     {"tables.replacement_ids", 8}, {"documents", 8},
+    {"ngram_thresholds", 8},
+};
+
+/* Fills `s` from the job; 0, or -1 with an exception set. `arrays` hold the buffers, released by the caller. */
+static int read_job(PyObject *job, Settings *s, Py_buffer *arrays) {
+    for (int i = 0; i < ARRAYS; i++)
+        if (get_array(job, array_fields[i].path, &arrays[i], array_fields[i].item) < 0) return -1;
+    if (get_key(job, "pair_key", &s->pair_key) || get_key(job, "mask_key", &s->mask_key) ||
+        get_key(job, "shuffle_key", &s->shuffle_key) || get_flag(job, "sentence_order", &s->sop) ||
+        get_flag(job, "token_boundary", &s->token_boundary) || get_flag(job, "whole_words", &s->whole_words) ||
+        get_flag(job, "settings.no_masking", &s->no_masking) ||
+        get_int(job, "settings.max_seq_length", &s->max_seq_length) ||
+        get_int(job, "settings.max_predictions_per_seq", &s->max_predictions) ||
+        get_int(job, "settings.max_ngram", &s->max_ngram) || get_int(job, "settings.num_shards", &s->num_shards) ||
+        get_double(job, "settings.masked_lm_prob", &s->masked_lm_prob) ||
+        get_double(job, "settings.short_seq_prob", &s->short_seq_prob) || get_int(job, "position", &s->position) ||
+        get_int(job, "tables.cls_id", &s->cls_id) || get_int(job, "tables.sep_id", &s->sep_id) ||
+        get_int(job, "tables.mask_id", &s->mask_id))
+        return -1;
+    s->tokens = arrays[TOKENS].buf;
+    s->sentence_starts = arrays[SENTENCE_STARTS].buf;
+    s->document_starts = arrays[DOCUMENT_STARTS].buf;
+    s->word_start = arrays[WORD_START].buf;
+    s->replacement_ids = arrays[REPLACEMENT_IDS].buf;
+    s->thresholds = arrays[THRESHOLDS].buf;
+    s->num_tokens = arrays[TOKENS].len / 4;
+    s->num_sentences = arrays[SENTENCE_STARTS].len / 8 - 1;
+    s->num_documents = arrays[DOCUMENT_STARTS].len / 8 - 1;
+    s->vocab_size = arrays[WORD_START].len;
+    s->num_replacements = arrays[REPLACEMENT_IDS].len / 8;
+    s->num_thresholds = arrays[THRESHOLDS].len / 8;
+    if (s->max_seq_length < 5 || s->max_predictions < 1 || s->num_shards < 1 || s->position < 0 ||
+        s->max_ngram < 1 || s->max_ngram > 64 || s->num_thresholds != s->max_ngram - 1 || s->num_replacements < 1 ||
+        s->num_sentences < 0 || s->num_documents < 1 || s->document_starts[s->num_documents] > s->num_sentences ||
+        s->sentence_starts[s->num_sentences] > s->num_tokens) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent corpus arrays or settings");
+        return -1;
+    }
+    const int64_t *documents = arrays[DOCUMENTS].buf;
+    for (Py_ssize_t d = 0; d < arrays[DOCUMENTS].len / 8; d++) {
+        if (documents[d] < 0 || documents[d] >= s->num_documents) {
+            PyErr_Format(PyExc_ValueError, "document %lld outside the corpus", (long long)documents[d]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *build(PyObject *self, PyObject *job) {
     (void)self;
-    Py_buffer tokens = {0}, sentence_starts = {0}, document_starts = {0}, word_start = {0}, replacement_ids = {0},
-              documents = {0}, thresholds = {0};
-    unsigned long long pair_key, mask_key, shuffle_key;
-    long long seq, predictions, max_ngram, cls_id, sep_id, mask_id, num_shards, position;
+    Py_buffer arrays[ARRAYS];
+    memset(arrays, 0, sizeof(arrays));
     Settings s;
     memset(&s, 0, sizeof(s));
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*KKKpppppLLLLLLddLL", &tokens, &sentence_starts, &document_starts,
-                          &word_start, &replacement_ids, &documents, &thresholds, &pair_key, &mask_key, &shuffle_key,
-                          &s.sop, &s.token_boundary, &s.whole_words, &s.no_masking, &s.frame, &seq, &predictions,
-                          &max_ngram, &cls_id, &sep_id, &mask_id, &s.masked_lm_prob, &s.short_seq_prob, &num_shards,
-                          &position))
-        return NULL;
     PyObject *result = NULL;
     Buf out = {0}, ends = {0};
     Stats stats;
     memset(&stats, 0, sizeof(stats));
-    if (check_buffer(&tokens, 4, "tokens") || check_buffer(&sentence_starts, 8, "sentence_starts") ||
-        check_buffer(&document_starts, 8, "document_starts") || check_buffer(&replacement_ids, 8, "replacement_ids") ||
-        check_buffer(&documents, 8, "documents") || check_buffer(&thresholds, 8, "thresholds"))
-        goto done;
-    s.tokens = tokens.buf;
-    s.sentence_starts = sentence_starts.buf;
-    s.document_starts = document_starts.buf;
-    s.word_start = word_start.buf;
-    s.replacement_ids = replacement_ids.buf;
-    s.thresholds = thresholds.buf;
-    s.num_tokens = tokens.len / 4;
-    s.num_sentences = sentence_starts.len / 8 - 1;
-    s.num_documents = document_starts.len / 8 - 1;
-    s.vocab_size = word_start.len;
-    s.num_replacements = replacement_ids.len / 8;
-    s.num_thresholds = thresholds.len / 8;
-    s.pair_key = pair_key;
-    s.mask_key = mask_key;
-    s.shuffle_key = shuffle_key;
-    s.max_seq_length = seq;
-    s.max_predictions = predictions;
-    s.max_ngram = max_ngram;
-    s.cls_id = cls_id;
-    s.sep_id = sep_id;
-    s.mask_id = mask_id;
-    s.num_shards = num_shards;
-    s.position = position;
-    const int64_t *task_documents = documents.buf;
-    Py_ssize_t num_task_documents = documents.len / 8;
-    if (seq < 5 || predictions < 1 || num_shards < 1 || position < 0 || max_ngram < 1 || max_ngram > 64 ||
-        s.num_thresholds != max_ngram - 1 || s.num_replacements < 1 || s.num_sentences < 0 || s.num_documents < 1 ||
-        s.document_starts[s.num_documents] > s.num_sentences || s.sentence_starts[s.num_sentences] > s.num_tokens) {
-        PyErr_SetString(PyExc_ValueError, "inconsistent corpus arrays or settings");
-        goto done;
-    }
-    for (Py_ssize_t d = 0; d < num_task_documents; d++) {
-        if (task_documents[d] < 0 || task_documents[d] >= s.num_documents) {
-            PyErr_Format(PyExc_ValueError, "document %lld outside the corpus", (long long)task_documents[d]);
-            goto done;
-        }
-    }
+    if (read_job(job, &s, arrays) < 0) goto done;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = run_task(&s, task_documents, num_task_documents, &out, &ends, &stats);
+    rc = run_task(&s, arrays[DOCUMENTS].buf, arrays[DOCUMENTS].len / 8, &out, &ends, &stats);
     Py_END_ALLOW_THREADS
     if (rc == -1) {
         PyErr_NoMemory();
@@ -640,9 +661,9 @@ static PyObject *build(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a token id outside the vocabulary");
         goto done;
     }
-    PyObject *ngrams = PyList_New(max_ngram), *draws = PyList_New(max_ngram);
+    PyObject *ngrams = PyList_New(s.max_ngram), *draws = PyList_New(s.max_ngram);
     if (ngrams && draws) {
-        for (long long n = 0; n < max_ngram; n++) {
+        for (int64_t n = 0; n < s.max_ngram; n++) {
             PyList_SET_ITEM(ngrams, n, PyLong_FromLongLong(stats.ngrams[n]));
             PyList_SET_ITEM(draws, n, PyLong_FromLongLong(stats.ngram_draws[n]));
         }
@@ -658,13 +679,8 @@ static PyObject *build(PyObject *self, PyObject *args) {
 done:
     free(out.data);
     free(ends.data);
-    PyBuffer_Release(&tokens);
-    PyBuffer_Release(&sentence_starts);
-    PyBuffer_Release(&document_starts);
-    PyBuffer_Release(&word_start);
-    PyBuffer_Release(&replacement_ids);
-    PyBuffer_Release(&documents);
-    PyBuffer_Release(&thresholds);
+    for (int i = 0; i < ARRAYS; i++)
+        if (arrays[i].obj) PyBuffer_Release(&arrays[i]);
     return result;
 }
 
@@ -712,40 +728,16 @@ fail:
     return NULL;
 }
 
-/* crc32c_of(data, portable) -> int: the CRC-32C this module frames records with, by the table (portable=True) or
- * by whatever this machine uses, for tests. */
-static PyObject *crc32c_of(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer data;
-    int portable;
-    if (!PyArg_ParseTuple(args, "y*p", &data, &portable)) return NULL;
-    uint32_t value = portable ? crc32c_table(data.buf, data.len) : crc32c(data.buf, data.len);
-    PyBuffer_Release(&data);
-    return PyLong_FromUnsignedLong(value);
-}
-
 static PyMethodDef methods[] = {
-    {"build", build, METH_VARARGS,
-     "build(tokens, sentence_starts, document_starts, word_start, replacement_ids, documents, thresholds, pair_key, "
-     "mask_key, shuffle_key, sop, token_boundary, whole_words, no_masking, frame, max_seq_length, "
-     "max_predictions_per_seq, max_ngram, cls_id, sep_id, mask_id, masked_lm_prob, short_seq_prob, num_shards, "
-     "position) -> (records, ends, stats): one task's records joined (grouped by shard), their int64 end offsets, "
-     "and the counts."},
+    {"build", build, METH_O,
+     "build(job) -> (records, ends, stats): one task's records (`job` is an `instances.BuildJob`), framed as TFRecords "
+     "with zero CRC-32C slots and grouped by shard, their int64 end offsets, and the counts."},
     {"flatten", flatten, METH_O,
      "flatten(ids) -> (tokens, lengths): lists of token ids as one int32 buffer, and the int64 length of each."},
-    {"crc32c_of", crc32c_of, METH_VARARGS,
-     "crc32c_of(data, portable) -> int: CRC-32C of data, by the table (portable) or as records are framed here."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_instances",
                                     "Compiled instance builder of create-pretraining-data.", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__instances(void) {
-    crc_init();
-#ifdef HAVE_CRC32C_INSTRUCTION
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("sse4.2")) crc32c = crc32c_sse42;
-#endif
-    return PyModule_Create(&module);
-}
+PyMODINIT_FUNC PyInit__instances(void) { return PyModule_Create(&module); }

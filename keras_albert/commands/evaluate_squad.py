@@ -6,10 +6,9 @@ printed JSON has its keys.
 
 import json
 
-from keras_albert.data.squad.evaluation import evaluate
-from keras_albert.data.squad.postprocess import write_json
-from keras_albert.data.squad.reading import load_json
+from keras_albert.data.squad import evaluate
 from keras_albert.errors import UserInputError
+from keras_albert.io import read_json, write_json
 
 
 def add_arguments(parser):
@@ -19,20 +18,23 @@ def add_arguments(parser):
         "--na-prob-file", "-n", help="Question id -> no-answer probability (e.g. null_odds.json); adds best_* keys."
     )
     parser.add_argument(
-        "--na-prob-thresh", "-t", type=float, default=1.0,
+        "--na-prob-thresh",
+        "-t",
+        type=float,
+        default=1.0,
         help="Predict no answer when the no-answer probability exceeds this (default 1.0, as officially).",
     )
     parser.add_argument("--out-file", "-o", help="Also write the scores JSON to this file.")
 
 
 def run(args):
-    dataset = load_json(args.data_file)
-    predictions = load_json(args.pred_file)
+    dataset = read_json(args.data_file, what="SQuAD file")
+    predictions = read_json(args.pred_file, what="predictions file")
     if not isinstance(predictions, dict):
         raise UserInputError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text")
     na_probs = None
     if args.na_prob_file:
-        na_probs = load_json(args.na_prob_file)
+        na_probs = read_json(args.na_prob_file, what="no-answer probabilities file")
         if not isinstance(na_probs, dict) or not all(
             isinstance(value, (int, float)) and not isinstance(value, bool) for value in na_probs.values()
         ):

@@ -1,0 +1,332 @@
+"""The worker pool of create-pretraining-data: `map` in item order over this process and `workers - 1` others.
+
+Every function the pool runs is called as `function(state, item)`, where `state` is the `WorkerState` of the process
+running it: the tokenizer, the spill directory (None in this process), and, once shared, the corpus, tables,
+settings and shard files. Nothing travels through module globals.
+
+Why not `multiprocessing.Pool` or `concurrent.futures.ProcessPoolExecutor`: their helper threads need the GIL, which
+this process's own work holds for milliseconds at a time; they pickle every result through a 64 KiB pipe, whose turns
+stall both sides for megabytes of records; and this process would only feed them, taking a core's time while
+leaving it idle when it waits. Here, each worker gets its items through its own pipe, two ahead, so it never waits
+for work, and answers through another; large items and results never cross a pipe: text pieces travel as files in
+the spill directory (memory-backed /dev/shm where there is room), tokens come back the same way, and a worker keeps
+the records it built until told where in the shards they go, then writes them there itself (`write_held`), so no
+record is copied between processes. This process takes items itself when every worker has two.
+"""
+
+import dataclasses
+import gc
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from keras_albert.data.pretraining import instances, writer
+from keras_albert.data.pretraining.corpus import Corpus
+from keras_albert.data.pretraining.settings import PretrainingDataSettings
+
+# Room the files in flight between processes may need: a few pieces and task results per worker (~1 MB each).
+SPILL_PER_WORKER = 32 << 20
+
+
+def spill_root(needed):
+    """Where processes leave files for each other: memory-backed /dev/shm when there is one with `needed` bytes
+    free (containers often mount only 64 MB there), else the system's temporary directory (None)."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= needed:
+        return shm
+    return None
+
+
+class SpillFile:
+    """The name of a file in the spill directory that the receiving process reads once and removes."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @classmethod
+    def save(cls, path, data):
+        with open(path, "wb") as file:
+            file.write(data)
+        return cls(path)
+
+    def take(self):
+        with open(self.path, "rb") as file:
+            data = file.read()
+        os.unlink(self.path)
+        return data
+
+    @classmethod
+    def save_arrays(cls, path, arrays):
+        with open(path, "wb") as file:
+            for array in arrays:
+                np.save(file, array)
+        return cls(path)
+
+    def take_arrays(self, count):
+        with open(self.path, "rb") as file:
+            arrays = [np.load(file) for _ in range(count)]
+        os.unlink(self.path)
+        return arrays
+
+
+class Held:
+    """A task's records kept by worker `rank`, which writes them when told where (`WorkerPool.write_held`)."""
+
+    def __init__(self, rank, position):
+        self.rank, self.position = rank, position
+
+
+@dataclasses.dataclass
+class SharedInputs:
+    """What every instance task reads: the corpus, the vocabulary tables, the settings and the shard files."""
+
+    corpus: Corpus
+    tables: instances.Tables
+    settings: PretrainingDataSettings
+    shard_files: list
+
+    def save(self, spill, corpus_dir):
+        """Into files a worker maps (`load`): the arrays as .npy (one copy of the corpus in memory, whatever the
+        number of workers), the rest as JSON."""
+        self.corpus.save(corpus_dir)
+        for name in instances.Tables.ARRAYS:
+            np.save(os.path.join(spill, f"tables-{name}.npy"), getattr(self.tables, name))
+        state = {
+            "settings": dataclasses.asdict(self.settings),
+            "tables": self.tables.scalars(),
+            "corpus_dir": corpus_dir,
+            "shard_files": list(self.shard_files),
+        }
+        with open(os.path.join(spill, "state.json"), "w", encoding="utf-8") as file:
+            json.dump(state, file)
+
+    @classmethod
+    def load(cls, spill):
+        with open(os.path.join(spill, "state.json"), encoding="utf-8") as file:
+            state = json.load(file)
+        arrays = {name: np.load(os.path.join(spill, f"tables-{name}.npy")) for name in instances.Tables.ARRAYS}
+        return cls(
+            corpus=Corpus.load(state["corpus_dir"]),
+            tables=instances.Tables(**arrays, **state["tables"]),
+            settings=PretrainingDataSettings(**state["settings"]),
+            shard_files=state["shard_files"],
+        )
+
+
+class WorkerState:
+    """One process's state, passed to every function the pool runs there.
+
+    Args:
+        tokenizer: `Tokenizer` or None.
+        spill: str or None. The spill directory in a worker process; None in the process that runs the pool, whose
+            results need no files.
+        rank: int or None. The worker's index.
+    """
+
+    def __init__(self, tokenizer=None, spill=None, rank=None):
+        self.tokenizer, self.spill, self.rank = tokenizer, spill, rank
+        self.shared = None
+        self.held = {}  # in a worker: task position -> the records it built, until told where they go
+        self.files = {}  # in a worker: shard -> open descriptor
+
+    @property
+    def in_worker(self):
+        return self.spill is not None
+
+    def inputs(self):
+        """The `SharedInputs`, loaded from the spill directory at a worker's first instance task."""
+        if self.shared is None:
+            self.shared = SharedInputs.load(self.spill)
+        return self.shared
+
+    def hold(self, position, blob):
+        """Keeps a task's records in this worker; the marker to send back instead."""
+        self.held[position] = blob
+        return Held(self.rank, position)
+
+    def write_held(self, position, placements):
+        writer.write_slices(self.held.pop(position), placements, self._shard_file)
+
+    def _shard_file(self, shard):
+        if shard not in self.files:
+            self.files[shard] = os.open(self.inputs().shard_files[shard], os.O_WRONLY)
+        return self.files[shard]
+
+    def close(self):
+        for descriptor in self.files.values():
+            os.close(descriptor)
+        self.files = {}
+
+
+def _worker_main(state, orders, outbox):
+    """A worker process: runs items and write orders from `orders` until None, answering each on `outbox`."""
+    gc.disable()  # millions of short-lived objects and no reference cycles: the collector's passes only cost time
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
+    instances.compiled_module()  # loaded while the main process still reads the first input file
+    try:
+        while True:
+            message = orders.recv()
+            if message is None:
+                return
+            kind, index, payload = message  # ("run", item index, (function, item)) or ("write", position, placements)
+            try:
+                if kind == "run":
+                    function, item = payload
+                    result = function(state, item)
+                else:
+                    result = state.write_held(index, payload)
+                outbox.send((kind, index, result, None))
+            except BaseException as error:  # sent back to the main process, which raises it
+                try:
+                    outbox.send((kind, index, None, error))
+                except Exception:  # an error that does not pickle
+                    outbox.send((kind, index, None, RuntimeError(f"{type(error).__name__}: {error}")))
+    finally:
+        state.close()
+
+
+class WorkerPool:
+    """`map(function, items)` in item order over this process and `workers - 1` worker processes (the results are
+    the same whichever process runs an item).
+
+    Args:
+        workers: int. Processes, this one included.
+        tokenizer: `Tokenizer` or None. For the functions that tokenize (`state.tokenizer`).
+        spill: str or None. A directory for the files between processes (needed with workers > 1).
+    """
+
+    def __init__(self, workers, tokenizer=None, spill=None):
+        self.workers = workers
+        self.spill = spill
+        self.state = WorkerState(tokenizer)  # this process's
+        self.processes, self.orders, self.inboxes = [], [], []
+        self.in_flight = []  # items sent to each worker and not yet answered
+        self.writes = 0  # write orders not yet done
+        self.directories = []  # made here, removed on exit
+
+    def __enter__(self):
+        if self.workers > 1:
+            # Fork is cheap and shares the tokenizer; after TensorFlow is loaded only spawn is safe.
+            method = "spawn" if "tensorflow" in sys.modules or sys.platform != "linux" else "fork"
+            context = multiprocessing.get_context(method)
+            try:
+                for rank in range(self.workers - 1):
+                    orders_in, orders_out = context.Pipe(duplex=False)
+                    inbox, outbox = context.Pipe(duplex=False)
+                    state = WorkerState(self.state.tokenizer, self.spill, rank)
+                    process = context.Process(target=_worker_main, args=(state, orders_in, outbox), daemon=True)
+                    process.start()
+                    orders_in.close()
+                    outbox.close()
+                    self.processes.append(process)
+                    self.orders.append(orders_out)
+                    self.inboxes.append(inbox)
+                    self.in_flight.append(0)
+            except BaseException:
+                self._stop(terminate=True)
+                raise
+        return self
+
+    def share(self, inputs):
+        """Make `inputs` (`SharedInputs`) what instance tasks read, here and, through files, in every worker."""
+        self.state.shared = inputs
+        if not self.processes:
+            return
+        corpus_dir = self.spill
+        if shutil.disk_usage(self.spill).free < inputs.corpus.nbytes + len(self.processes) * SPILL_PER_WORKER:
+            # A corpus too large for memory-backed /dev/shm goes to disk, where the page cache still shares it.
+            corpus_dir = tempfile.mkdtemp(prefix="keras-albert-corpus-", dir=spill_root(2 * inputs.corpus.nbytes))
+            self.directories.append(corpus_dir)
+        inputs.save(self.spill, corpus_dir)
+
+    def map(self, function, items, ship=None):
+        """`function(state, item)` for every item, yielded in item order. `ship(item, spill)` turns an item into
+        what is sent to a worker (large data into spill files); `function` is a module-level function."""
+        if not self.processes:
+            return (function(self.state, item) for item in items)
+        return self._map(function, items, ship)
+
+    def _map(self, function, items, ship):
+        done = {}  # index -> result, computed here or received
+        count = following = 0
+        for count, item in enumerate(items, 1):
+            self._receive(done, block=False)
+            rank = min(range(len(self.processes)), key=self.in_flight.__getitem__)
+            if self.in_flight[rank] < 2:
+                shipped = ship(item, self.spill) if ship else item
+                self.orders[rank].send(("run", count - 1, (function, shipped)))
+                self.in_flight[rank] += 1
+            else:
+                done[count - 1] = function(self.state, item)
+            while following in done:
+                yield done.pop(following)
+                following += 1
+        while following < count:
+            if following not in done:
+                self._receive(done, block=True)
+                continue
+            yield done.pop(following)
+            following += 1
+
+    def write_held(self, held, placements):
+        """Have the worker holding a task's records (`Held`) write them: (shard, file offset, start, end) each."""
+        self.orders[held.rank].send(("write", held.position, placements))
+        self.writes += 1
+
+    def wait_for_writes(self):
+        while self.writes:
+            self._receive({}, block=True)
+
+    def _receive(self, done, block):
+        """Messages that workers have sent (waiting for one with `block`); a worker's error is raised here."""
+        sentinels = [process.sentinel for process in self.processes]
+        for ready in multiprocessing.connection.wait(self.inboxes + sentinels, timeout=None if block else 0):
+            if ready in sentinels:
+                self._died(self.processes[sentinels.index(ready)])
+            rank = self.inboxes.index(ready)
+            try:
+                while ready.poll():
+                    kind, index, result, error = ready.recv()
+                    if error is not None:
+                        raise error
+                    if kind == "run":
+                        self.in_flight[rank] -= 1
+                        done[index] = result
+                    else:
+                        self.writes -= 1
+            except EOFError:  # the worker's end of the pipe closed: it is gone
+                self._died(self.processes[rank])
+
+    @staticmethod
+    def _died(process):
+        process.join(timeout=10)
+        raise RuntimeError(f"a create-pretraining-data worker process died (exit code {process.exitcode})")
+
+    def _stop(self, terminate):
+        for orders in self.orders:
+            try:
+                orders.send(None)
+            except OSError:  # the worker is gone
+                pass
+        for process in self.processes:
+            if terminate:
+                process.terminate()
+            process.join(timeout=10 if terminate else 60)
+            if process.is_alive():  # stuck sending a result nobody reads
+                process.terminate()
+                process.join(timeout=10)
+        for connection in self.orders + self.inboxes:
+            connection.close()
+        self.processes, self.orders, self.inboxes = [], [], []
+
+    def __exit__(self, *exc):
+        self._stop(terminate=exc[0] is not None)
+        for directory in self.directories:
+            shutil.rmtree(directory, ignore_errors=True)
+        return False
