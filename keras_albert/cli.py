@@ -15,19 +15,22 @@ from keras_albert.errors import UserInputError
 # name -> (module, one-line help)
 COMMANDS = {
     "train-tokenizer": (
-        "keras_albert.data.tokenizers",
+        "keras_albert.commands.train_tokenizer",
         "Train a SentencePiece (ALBERT) or WordPiece (BERT) tokenizer from text, or import an existing one.",
     ),
     "create-pretraining-data": (
-        "keras_albert.data.create_pretraining_data",
+        "keras_albert.commands.create_pretraining_data",
         "Turn raw text into sharded masked-LM + SOP/NSP TFRecords.",
     ),
-    "pretrain": ("keras_albert.training.pretrain", "Pretrain ALBERT or BERT on TFRecords."),
-    "squad": ("keras_albert.training.squad", "Finetune on SQuAD v1.1/v2.0, predict and score."),
-    "evaluate-squad": ("keras_albert.data.squad", "Score predictions with the official SQuAD v1.1/v2.0 rules."),
+    "pretrain": ("keras_albert.commands.pretrain", "Pretrain ALBERT or BERT on TFRecords."),
+    "squad": ("keras_albert.commands.squad", "Finetune on SQuAD v1.1/v2.0, predict and score."),
+    "evaluate-squad": ("keras_albert.commands.evaluate_squad", "Score predictions with the official SQuAD v1.1/v2.0 rules."),
     "export": ("keras_albert.commands.export", "Export a checkpoint as a Hugging Face directory."),
     "launch-sagemaker": ("keras_albert.sagemaker.launch", "Launch a pretraining or SQuAD job on SageMaker."),
-    "quickstart": ("keras_albert.quickstart", "Tokenizer, data, pretraining and SQuAD on the embedded corpus."),
+    "quickstart": (
+        "keras_albert.commands.quickstart",
+        "Tokenizer, data, pretraining and SQuAD on the embedded corpus.",
+    ),
 }
 
 
