@@ -75,32 +75,38 @@ def raw_in_two_processes(tokenizer, sentences, repeats):
     return sum(1 / s for s in seconds)
 
 
-def instance_step(cpd, tokenizer_dir, repeats, figures):
+def instance_step(tokenizer_dir, repeats, figures):
     """Instances of the tokenized corpus (seq 128, dupe_factor 1) in this process, compiled builder vs NumPy."""
+    import dataclasses
+
     from keras_albert.data import text, tokenizers
+    from keras_albert.data.pretraining import api, plan, pool
+    from keras_albert.data.pretraining.instances import BuildJob, Tables, build_instances, compiled_module
+    from keras_albert.data.pretraining.settings import PretrainingDataSettings
 
     tokenizer = tokenizers.load_tokenizer(tokenizer_dir)
-    settings = cpd._validate(
-        tokenizer=tokenizer, tokenizer_path=tokenizer_dir, model_type="albert", max_seq_length=128,
-        max_predictions_per_seq=20, masked_lm_prob=0.15, masking="ngram", max_ngram=3, dupe_factor=1,
-        short_seq_prob=0.1, num_shards=4, workers=1, seed=12345, no_masking=False, document_break_lines=1,
+    settings = PretrainingDataSettings(
+        model_type="albert", max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15, masking="ngram",
+        max_ngram=3, dupe_factor=1, short_seq_prob=0.1, num_shards=4, workers=1, seed=12345,
     )
-    with cpd._Executor(1, tokenizer=tokenizer) as executor:
-        corpus = cpd._tokenize(text.corpus_files(), executor, settings, progress=False)
-        tables = cpd._Tables.from_tokenizer(tokenizer)
-        tasks = cpd._plan_tasks(corpus, settings)
-        print("   instance step alone (seq 128, one process):")
-        for builder in ("compiled", "numpy"):
-            if builder == "compiled" and cpd._compiled() is None:
-                print("     compiled builder: not built by this install")
-                continue
-            executor.share(corpus=corpus, tables=tables, settings={**settings, "builder": builder, "framed": True})
-            seconds, _ = best_of(repeats, lambda: [cpd._run_task(task) for task in tasks])
-            figures[f"instance_step_{builder}_tokens_per_s"] = corpus.num_tokens / seconds
-            print(f"     {builder:8s} builder: {seconds * 1000:7.1f} ms = {corpus.num_tokens / seconds:12,.0f} tokens/s")
+    with pool.WorkerPool(1, tokenizer=tokenizer) as workers:
+        corpus = api.read_corpus(text.corpus_files(), workers, settings, progress=False)
+    tables = Tables.from_tokenizer(tokenizer)
+    tasks = plan.plan_tasks(corpus, settings)
+    print("   instance step alone (seq 128, one process):")
+    for builder in ("compiled", "numpy"):
+        if builder == "compiled" and compiled_module() is None:
+            print("     compiled builder: not built by this install")
+            continue
+        run = dataclasses.replace(settings, builder=builder)
+        seconds, _ = best_of(
+            repeats, lambda: [build_instances(BuildJob.for_task(corpus, tables, run, task)) for task in tasks]
+        )
+        figures[f"instance_step_{builder}_tokens_per_s"] = corpus.num_tokens / seconds
+        print(f"     {builder:8s} builder: {seconds * 1000:7.1f} ms = {corpus.num_tokens / seconds:12,.0f} tokens/s")
 
 
-def pipeline_rows(cpd, tokenizer_dir, inputs, args, raw, dupe_factor):
+def pipeline_rows(create_pretraining_data, tokenizer_dir, inputs, args, raw, dupe_factor):
     """create-pretraining-data for each --seq_lengths and --workers: one printed row and one dict each."""
     rows = []
     for seq in [int(s) for s in args.seq_lengths.split(",")]:
@@ -110,7 +116,7 @@ def pipeline_rows(cpd, tokenizer_dir, inputs, args, raw, dupe_factor):
 
             def create(out=out, seq=seq, workers=workers):
                 shutil.rmtree(out, ignore_errors=True)
-                return cpd.create_pretraining_data(
+                return create_pretraining_data(
                     inputs,
                     tokenizer_dir,
                     out,
@@ -168,8 +174,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from keras_albert.data import create_pretraining_data as cpd
-    from keras_albert.data import text, tokenizers
+    from keras_albert.data import create_pretraining_data, text, tokenizers
 
     figures = {"cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg()}
     work = tempfile.mkdtemp(prefix="bench-pretraining-data-")
@@ -210,9 +215,9 @@ def main(argv=None):
             "   seq  workers  seconds  CPU s   corpus tokens/s  share of raw  speed-up  CPU efficiency  instances"
             "  padding"
         )
-        figures["pipeline"] = pipeline_rows(cpd, tokenizer_dir, None, args, raw, dupe_factor=1)
+        figures["pipeline"] = pipeline_rows(create_pretraining_data, tokenizer_dir, None, args, raw, dupe_factor=1)
         print("   the same, default --dupe_factor 10:")
-        figures["pipeline_dupe_factor_10"] = pipeline_rows(cpd, tokenizer_dir, None, args, raw, dupe_factor=10)
+        figures["pipeline_dupe_factor_10"] = pipeline_rows(create_pretraining_data, tokenizer_dir, None, args, raw, dupe_factor=10)
         # Fixed costs (loading the tokenizer, starting processes, the step between tokenizing and building
         # instances) weigh less on a larger input.
         larger = os.path.join(work, "corpus-x4")
@@ -221,20 +226,20 @@ def main(argv=None):
             for path in paths:
                 shutil.copy(path, os.path.join(larger, f"{copy}-{os.path.basename(path)}"))
         print("   the corpus 4 times over (24 gzip files), dupe_factor 1:")
-        figures["pipeline_corpus_x4"] = pipeline_rows(cpd, tokenizer_dir, larger, args, raw, dupe_factor=1)
+        figures["pipeline_corpus_x4"] = pipeline_rows(create_pretraining_data, tokenizer_dir, larger, args, raw, dupe_factor=1)
 
-        instance_step(cpd, tokenizer_dir, args.repeats, figures)
+        instance_step(tokenizer_dir, args.repeats, figures)
 
         # 3. The reader against one albert_base step.
         import numpy as np
 
-        from keras_albert.data.pretraining_dataset import pretraining_dataset
+        from keras_albert.data import pretraining_dataset
 
         seq, batch = args.reader_seq, args.batch_size
         masked_dir = os.path.join(work, f"reader-{seq}")
         plain_dir = os.path.join(work, f"reader-{seq}-plain")
         for directory, no_masking in ((masked_dir, False), (plain_dir, True)):
-            cpd.create_pretraining_data(
+            create_pretraining_data(
                 None,
                 tokenizer_dir,
                 directory,

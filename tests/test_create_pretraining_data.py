@@ -386,6 +386,29 @@ def test_checksums_frame_records_as_tensorflows_writer():
     assert encoding.fill_checksums(b"", np.zeros(0, np.int64)) == b""
 
 
+def test_compiled_builder_with_checksums_in_python_writes_the_same_bytes(albert, monkeypatch):
+    """Where google-crc32c's C library is not found, the compiled builder leaves the CRC slots to
+    `encoding.fill_checksums`: the same shards."""
+    if compiled_module() is None:
+        pytest.skip("this install has no compiled instance builder")
+    monkeypatch.setattr(encoding, "native_crc32c_address", lambda: 0)
+    python_crc, _ = run("albert-ngram-python-crc", trained_tokenizer_dir("albert"))
+    assert _shard_bytes(python_crc) == _shard_bytes(albert["dir"])
+
+
+def test_native_crc32c_is_found_beside_google_crc32c():
+    """The wheels of google-crc32c for Linux ship their C library in google_crc32c.libs/: the compiled builder must
+    find it there (else it runs ~20% slower, with the CRCs in Python)."""
+    import glob
+
+    import google_crc32c
+
+    shipped = glob.glob(os.path.join(os.path.dirname(google_crc32c.__file__), os.pardir, "google_crc32c.libs", "*"))
+    if google_crc32c.implementation != "c" or not shipped:
+        pytest.skip("google-crc32c without its C library beside it")
+    assert encoding.native_crc32c_address() != 0
+
+
 def test_same_seed_byte_identical_with_one_and_two_workers():
     tokenizer = trained_tokenizer_dir("albert")
     one, summary_one = run("workers-1", tokenizer, dupe_factor=2, num_shards=3, workers=1)

@@ -5,8 +5,9 @@
  * an `instances.BuildJob`, whose attributes this module reads by name. It is the exact counterpart of the NumPy
  * builder (`pairs.PairMaker`, `numpy_builder`, `masking.mask_rows`), which stays as the fallback when this module was
  * not compiled: both draw the same numbers from the same counter-based streams (splitmix64 of key + counter), so the
- * records are byte-identical whichever one runs (tested). The CRC-32C slots of the framing are left zero; the caller
- * fills them with google-crc32c (`encoding.fill_checksums`).
+ * records are byte-identical whichever one runs (tested). The CRC-32Cs of the framing come from google-crc32c: its
+ * C function `crc32c_value`, called here through the address in `job.crc32c_function`, or, where that is 0, in
+ * Python after the call (`encoding.fill_checksums`), the slots being left zero here.
  *
  * Streams: pairing draws sequentially from `pair_key`; row r (in pair order) masks with the stream
  * key(mask_key, r): step s of its visit draws counters 2s (the unit visited, an incremental Fisher-Yates shuffle)
@@ -175,6 +176,7 @@ typedef struct {
     int sop, token_boundary, whole_words, no_masking;
     int64_t max_seq_length, max_predictions, max_ngram, cls_id, sep_id, mask_id, num_shards, position;
     double masked_lm_prob, short_seq_prob;
+    uint32_t (*crc32c)(const uint8_t *, size_t); /* google-crc32c's `crc32c_value`, or NULL: slots left zero */
 } Settings;
 
 typedef struct {
@@ -401,8 +403,15 @@ static void put_flags_entry(Buf *body, unsigned char *fixed, const char *name, c
     put_entry(body, name, INT64_LIST, fixed, count + zeros);
 }
 
-/* One pair as a serialized tf.train.Example framed as a TFRecord (length, CRC slot, data, CRC slot), appended to
- * `out`. */
+/* The masked CRC-32C that TFRecord framing stores, little-endian, at `slot`. */
+static void put_masked_crc(const Settings *s, unsigned char *slot, const unsigned char *data, size_t n) {
+    uint32_t v = s->crc32c(data, n);
+    uint32_t masked = ((v >> 15) | (v << 17)) + 0xA282EAD8u;
+    for (int i = 0; i < 4; i++) slot[i] = (unsigned char)(masked >> (8 * i));
+}
+
+/* One pair as a serialized tf.train.Example framed as a TFRecord (length, its CRC, data, the data's CRC), appended
+ * to `out`; the CRC slots stay zero without `s->crc32c`. */
 static int write_record(const Settings *s, Row *r, const Pairs *pairs, size_t index, Buf *out, Stats *stats) {
     int64_t seq = s->max_seq_length, predictions = s->max_predictions;
     int64_t a0 = pairs->a0[index], la = pairs->a1[index] - a0, b0 = pairs->b0[index], lb = pairs->b1[index] - b0;
@@ -452,14 +461,20 @@ static int write_record(const Settings *s, Row *r, const Pairs *pairs, size_t in
 
     size_t record = 1 + varint_size(body->len) + body->len;
     if (reserve(out, record + 16) < 0) return -1;
+    unsigned char *header = out->data + out->len;
     for (int i = 0; i < 8; i++) out->data[out->len++] = (unsigned char)((uint64_t)record >> (8 * i));
     memset(out->data + out->len, 0, 4);
     out->len += 4;
+    unsigned char *data = out->data + out->len;
     out->data[out->len++] = 0x0a;
     put_varint(out, body->len);
     put_bytes(out, body->data, body->len);
     memset(out->data + out->len, 0, 4);
     out->len += 4;
+    if (s->crc32c) {
+        put_masked_crc(s, header + 8, header, 8);
+        put_masked_crc(s, data + record, data, record);
+    }
     return 0;
 }
 
@@ -609,6 +624,9 @@ static int read_job(PyObject *job, Settings *s, Py_buffer *arrays) {
         get_int(job, "tables.cls_id", &s->cls_id) || get_int(job, "tables.sep_id", &s->sep_id) ||
         get_int(job, "tables.mask_id", &s->mask_id))
         return -1;
+    uint64_t crc32c_address;
+    if (get_key(job, "crc32c_function", &crc32c_address) < 0) return -1;
+    s->crc32c = (uint32_t(*)(const uint8_t *, size_t))(uintptr_t)crc32c_address;
     s->tokens = arrays[TOKENS].buf;
     s->sentence_starts = arrays[SENTENCE_STARTS].buf;
     s->document_starts = arrays[DOCUMENT_STARTS].buf;
@@ -731,7 +749,7 @@ fail:
 static PyMethodDef methods[] = {
     {"build", build, METH_O,
      "build(job) -> (records, ends, stats): one task's records (`job` is an `instances.BuildJob`), framed as TFRecords "
-     "with zero CRC-32C slots and grouped by shard, their int64 end offsets, and the counts."},
+     "(CRC-32C slots zero when job.crc32c_function is 0) and grouped by shard, their int64 end offsets, and the counts."},
     {"flatten", flatten, METH_O,
      "flatten(ids) -> (tokens, lengths): lists of token ids as one int32 buffer, and the int64 length of each."},
     {NULL, NULL, 0, NULL}};

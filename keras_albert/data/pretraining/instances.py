@@ -4,8 +4,7 @@ A `BuildJob` holds everything one task's build reads, by name: the corpus arrays
 settings, the task's documents, its position in the plan and its three stream keys. The compiled builder
 (`_instances.c`, when the install compiled it) reads these attributes itself; the NumPy builder (`numpy_builder`)
 is the fallback and the tests' oracle. Both draw the same numbers and write the same bytes: one task's records,
-framed as TFRecords and grouped by shard (`plan.shard_major`). The CRC-32C slots of the framing are filled here,
-with google-crc32c, for both.
+framed as TFRecords and grouped by shard (`plan.shard_major`), with google-crc32c's CRC-32Cs (`encoding`).
 """
 
 import dataclasses
@@ -108,12 +107,19 @@ class BuildJob:
     def ngram_thresholds(self):
         return masking.ngram_thresholds(self.settings.max_ngram)
 
+    @property
+    def crc32c_function(self):
+        """The address of google-crc32c's C `crc32c_value` for the compiled builder, 0 to leave the CRCs to Python."""
+        return encoding.native_crc32c_address()
+
 
 def build_instances(job):
     """One task's records: (bytes framed as TFRecords and grouped by shard, int64 end offset of each, counts)."""
     if job.settings.builder == "compiled":
+        crc_filled = job.crc32c_function != 0
         blob, ends, stats = compiled_module().build(job)
         ends = np.frombuffer(ends, np.int64)
     else:
+        crc_filled = False
         blob, ends, stats = numpy_builder.build(job)
-    return encoding.fill_checksums(blob, ends), ends, stats
+    return blob if crc_filled else encoding.fill_checksums(blob, ends), ends, stats

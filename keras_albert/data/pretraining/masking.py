@@ -6,6 +6,7 @@ the masking modes and the n-gram length distribution.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -17,11 +18,14 @@ MASK_BELOW = 0.8
 RANDOM_BELOW = 0.9
 
 
+@functools.cache
 def ngram_thresholds(max_ngram):
     """Cumulative probabilities of n = 1 .. max_ngram - 1 for p(n) proportional to 1/n: n is 1 + the number of
-    thresholds below a uniform draw."""
+    thresholds below a uniform draw. Read-only (one array per `max_ngram`, shared by every task)."""
     weights = 1.0 / np.arange(1, max_ngram + 1)
-    return np.ascontiguousarray((np.cumsum(weights) / weights.sum())[:-1], np.float64)
+    thresholds = np.ascontiguousarray((np.cumsum(weights) / weights.sum())[:-1], np.float64)
+    thresholds.flags.writeable = False
+    return thresholds
 
 
 @dataclasses.dataclass
