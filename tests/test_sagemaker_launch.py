@@ -132,7 +132,7 @@ def test_every_flag_reaches_the_training_job(aws, tmp_path, capsys):
     assert _s3_text(session, code, "keras_albert/marker.py") == "# a checkout's package\n"
     drivers = _channel(job, "sm_drivers")["DataSource"]["S3DataSource"]["S3Uri"]
     assert json.loads(_s3_text(session, drivers, "sourcecode.json"))["command"] == (
-        "python -m keras_albert.sagemaker.container")
+        "python3 -m keras_albert.sagemaker.container")
     # What moto does not keep, on the request itself.
     (request,) = requests
     assert request["Environment"] == {"KERAS_ALBERT_ENTRY_POINT": "pretrain"}

@@ -42,7 +42,7 @@ DISTRIBUTIONS = ("multi_worker", "mpi")
 DATA_CHANNEL = "train"
 FSX_ACCESS_MODE = "rw"
 ENTRY_POINT_VARIABLE = "KERAS_ALBERT_ENTRY_POINT"
-CONTAINER_COMMAND = "python -m keras_albert.sagemaker.container"
+CONTAINER_COMMAND = "python3 -m keras_albert.sagemaker.container"
 MPI_ENTRY_SCRIPT = "keras_albert_entry.py"
 DEFAULT_MAX_RUN = 24 * 3600
 # SageMaker's job names: letters, digits and hyphens, at most 63 characters; the SDK appends a 15-character
