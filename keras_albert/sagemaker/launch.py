@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 
 from keras_albert.errors import UserInputError
 from keras_albert.sagemaker import spec as job_spec_module
@@ -49,20 +50,22 @@ def _collect_training_flags(parser):
 def add_arguments(parser):
     env = job_spec_module.ENVIRONMENT_DEFAULTS
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
+    parser.epilog = textwrap.fill(
         "Every other flag (--total_steps 1000, --model_size base, ...) is a flag of the entry point: it becomes a "
         "hyperparameter of the job and a flag of the command in the container. In the container, relative paths in "
         "those flags are relative to --fsx_directory; pretrain keeps --output_dir in /opt/ml/checkpoints (synced to "
         "--checkpoint_s3_uri, so a restarted job resumes) and copies its model and a Hugging Face export to "
-        "/opt/ml/model (the job's model.tar.gz); --train_files defaults to the *.tfrecord files of --fsx_directory."
+        "/opt/ml/model (the job's model.tar.gz); --train_files defaults to the *.tfrecord files of --fsx_directory. "
+        "container/README.md has the commands of the reference's runs.",
+        width=100,
     )
     _collect_training_flags(parser)
     job = parser.add_argument_group("job")
     job.add_argument("--entry_point", help="A keras-albert command (pretrain, squad, create-pretraining-data, ...) or "
                      "a .py/.sh script inside --source_dir.")
-    job.add_argument("--source_dir", help="Local directory uploaded with the job. Needed for a script entry point "
-                     "(default there: .); with a command, a keras_albert package inside it (a checkout) replaces the "
-                     "image's.")
+    job.add_argument("--source_dir", help="Local directory uploaded with the job (without .git, virtual "
+                     "environments, runs/). Needed for a script entry point (default there: .); with a command, a "
+                     "keras_albert package inside it (a checkout) replaces the image's.")
     job.add_argument("--sm_job_name", help="Base name of the job; SageMaker's adds a timestamp. Default: keras-albert.")
     job.add_argument("--instance_type", help="Any ml.* instance type. Default: ml.p4d.24xlarge.")
     job.add_argument("--instance_count", type=int, help="Number of hosts. Default: 1.")

@@ -44,6 +44,9 @@ FSX_ACCESS_MODE = "rw"
 ENTRY_POINT_VARIABLE = "KERAS_ALBERT_ENTRY_POINT"
 CONTAINER_COMMAND = "python3 -m keras_albert.sagemaker.container"
 MPI_ENTRY_SCRIPT = "keras_albert_entry.py"
+# Not uploaded with --source_dir: the SDK's own list, and a checkout's virtual environments, build leftovers and runs.
+IGNORE_PATTERNS = [".env", ".git", "__pycache__", ".DS_Store", ".cache", ".ipynb_checkpoints", ".venv", "venv",
+                   "*.egg-info", ".pytest_cache", "runs", "keras-albert-quickstart"]
 DEFAULT_MAX_RUN = 24 * 3600
 # SageMaker's job names: letters, digits and hyphens, at most 63 characters; the SDK appends a 15-character
 # timestamp and a hyphen to the base name.
@@ -232,11 +235,15 @@ def model_trainer(spec, session, scratch_dir):
         if distributed is not None:
             source_code = configs.SourceCode(source_dir=_mpi_entry_dir(scratch_dir), entry_script=MPI_ENTRY_SCRIPT)
         elif spec.source_dir is not None:
-            source_code = configs.SourceCode(source_dir=spec.source_dir, command=CONTAINER_COMMAND)
+            source_code = configs.SourceCode(
+                source_dir=spec.source_dir, command=CONTAINER_COMMAND, ignore_patterns=IGNORE_PATTERNS
+            )
         else:
             source_code = None  # the image's own entry
     else:
-        source_code = configs.SourceCode(source_dir=spec.source_dir, entry_script=spec.entry_point)
+        source_code = configs.SourceCode(
+            source_dir=spec.source_dir, entry_script=spec.entry_point, ignore_patterns=IGNORE_PATTERNS
+        )
 
     fsx = configs.FileSystemDataSource(
         file_system_id=spec.fsx_id,
