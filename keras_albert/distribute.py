@@ -32,6 +32,7 @@ DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "horovod")
 SAGEMAKER_PORT = 2222
 
 _HOROVOD = None  # the initialised horovod.tensorflow module, once get_strategy("horovod") has run
+_HOROVOD_FP16 = False  # all-reduce floating tensors as float16 (get_strategy("horovod", fp16_allreduce=True))
 
 WorkerInfo = collections.namedtuple("WorkerInfo", ["task_index", "num_workers", "is_chief"])
 WorkerInfo.__doc__ = """This process's place in the cluster: `task_index` counts from 0 (the chief first),
@@ -132,16 +133,16 @@ def worker_info(env=None):
     return WorkerInfo(task_index, _num_workers(config), not has_chief and index == 0)
 
 
-def _horovod():
-    """Initialises Horovod, or explains why it is unavailable (it cannot be built against TensorFlow 2.21)."""
-    global _HOROVOD
+def _horovod(fp16_allreduce=False):
+    """Initialises Horovod, or explains how to get it."""
+    global _HOROVOD, _HOROVOD_FP16
     try:
         import horovod.tensorflow as hvd
     except ImportError as error:
         raise UserInputError(
-            "--distribution=horovod needs horovod.tensorflow, which does not import here "
-            f"({error}); Horovod 0.28.1, its last release, cannot be built against TensorFlow 2.21. "
-            "Use --distribution=multi_worker (MultiWorkerMirroredStrategy) on the same hosts instead."
+            f"--distribution=horovod needs horovod.tensorflow, which does not import here ({error}). Build it "
+            "against this TensorFlow with `bash scripts/build_horovod.sh` from the keras-albert source (Horovod "
+            "0.28.1 with a one-line patch, MPICH from PyPI), or use --distribution=multi_worker on the same hosts."
         ) from None
     import tensorflow as tf
 
@@ -150,12 +151,43 @@ def _horovod():
     if gpus:
         tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
     _HOROVOD = hvd
+    _HOROVOD_FP16 = bool(fp16_allreduce)
     logger.info(
-        "Horovod rank %d of %d: keras-albert models all-reduce gradients and loss denominators with hvd.allreduce",
+        "Horovod rank %d of %d: keras-albert models all-reduce gradients and loss denominators with "
+        "hvd.grouped_allreduce%s, and fit() starts every rank from rank 0's variables",
         hvd.rank(),
         hvd.size(),
+        " (gradients sent as float16)" if fp16_allreduce else "",
     )
     return tf.distribute.get_strategy()
+
+
+def horovod_all_reduce_sum(values, gradients=False):
+    """Sums a list of tensors over Horovod ranks in one grouped all-reduce; identity without Horovod or with one
+    rank. `gradients=True` sends floating tensors as float16 when `get_strategy("horovod", fp16_allreduce=True)`
+    (never the loss sums and denominators, whose counts float16 would round)."""
+    hvd = _HOROVOD
+    if hvd is None or hvd.size() == 1:
+        return values
+    if not (gradients and _HOROVOD_FP16):
+        return hvd.grouped_allreduce(values, op=hvd.Sum)
+    import tensorflow as tf
+
+    sent = [tf.cast(v, tf.float16) if v.dtype in (tf.float32, tf.float64) else v for v in values]
+    return [tf.cast(r, v.dtype) for r, v in zip(hvd.grouped_allreduce(sent, op=hvd.Sum), values)]
+
+
+def horovod_broadcast_from_rank_0(variables):
+    """Assigns rank 0's value to every variable on every rank (no-op without Horovod or with one rank).
+
+    Horovod's own `broadcast_variables` fails on Keras 3 variables (AttributeError 'ref'), hence this loop of
+    `hvd.broadcast` calls on each variable's value.
+    """
+    hvd = _HOROVOD
+    if hvd is None or hvd.size() == 1:
+        return
+    for index, variable in enumerate(variables):
+        variable.assign(hvd.broadcast(variable.value, root_rank=0, name=f"keras_albert_broadcast_{index}"))
 
 
 def horovod_module():
@@ -177,7 +209,7 @@ def _multi_worker_strategy():
         ) from error
 
 
-def get_strategy(distribution="auto", env=None):
+def get_strategy(distribution="auto", env=None, fp16_allreduce=False):
     """Returns the tf.distribute strategy for `distribution`.
 
     Args:
@@ -187,6 +219,8 @@ def get_strategy(distribution="auto", env=None):
             is more than one GPU, none otherwise.
         env: mapping or None. Environment to read and to set TF_CONFIG in (`os.environ` when None; TensorFlow
             itself reads `os.environ`).
+        fp16_allreduce: bool. With `"horovod"`: send gradients over the network as float16 (half the bytes; the
+            sum is cast back to float32), as the 2020 reference did.
 
     Returns:
         A `tf.distribute.Strategy`.
@@ -208,7 +242,7 @@ def get_strategy(distribution="auto", env=None):
         return tf.distribute.MirroredStrategy()
     if distribution == "multi_worker":
         return _multi_worker_strategy()
-    return _horovod()
+    return _horovod(fp16_allreduce)
 
 
 def choose_distribution(env=None):

@@ -25,15 +25,12 @@ from keras_albert.models.multi_worker import MultiWorkerTrainerMixin
 from keras_albert.models.presets import preset_config
 
 
-def _all_reduce_sum(values):
+def _all_reduce_sum(values, gradients=False):
     """Sums a list of tensors over replicas (tf.distribute) or ranks (Horovod); identity on one."""
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
         return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
-    hvd = distribute.horovod_module()
-    if hvd is not None and hvd.size() > 1:
-        return hvd.grouped_allreduce(values, op=hvd.Sum)
-    return values
+    return distribute.horovod_all_reduce_sum(values, gradients=gradients)
 
 
 def _no_all_reduce(grads_and_vars):
@@ -172,6 +169,16 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         self.max_grad_norm = max_grad_norm
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; under Horovod, every rank first takes rank 0's model and optimizer state, so ranks
+        that were initialised (or restored) differently train as one model."""
+        if distribute.horovod_module() is not None:
+            if self.compiled and not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+            variables = list(self.variables) + (list(self.optimizer.variables) if self.compiled else [])
+            distribute.horovod_broadcast_from_rank_0(variables)
+        return super().fit(*args, **kwargs)
+
     def get_compile_config(self):
         config = super().get_compile_config() or {}
         if self.compiled:
@@ -253,7 +260,7 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         sums = dict(zip(self.numerator_names, _all_reduce_sum(sums)))
         if training:
             used = [k for k in range(len(variables)) if k not in unused]
-            grads = dict(zip(used, _all_reduce_sum([grads[k] for k in used])))
+            grads = dict(zip(used, _all_reduce_sum([grads[k] for k in used], gradients=True)))
         return grads, sums, denominators
 
     def _update_trackers(self, sums, denominators):

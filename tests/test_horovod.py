@@ -1,0 +1,148 @@
+"""Real Horovod under real MPI: two ranks (`mpiexec -np 2`) against one process on the whole batch.
+
+Needs Horovod built against this TensorFlow (`bash scripts/build_horovod.sh`, which `.ci/run` runs) and MPICH's
+`mpiexec` beside the Python executable (the build script installs it from PyPI). These tests are `large` and fail,
+never skip, when Horovod or mpiexec is missing: they are what proves the Horovod path.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.large
+
+STEPS, GLOBAL_ROWS, ACCUMULATION, SEQ, PREDICTIONS, VOCAB = 5, 16, 2, 16, 4, 300
+TINY = dict(vocabulary_size=VOCAB, num_layers=2, num_heads=2, embedding_dim=8, hidden_dim=16, intermediate_dim=32,
+            max_sequence_length=SEQ, dropout=0.0, classifier_dropout=0.0)
+
+# Each rank starts from its own random initialisation (seed 100 + rank) and feeds its half of every global batch;
+# `fit` itself must broadcast rank 0's state before the first update.
+SCRIPT = r'''
+import json, os, sys
+import numpy as np
+from keras_albert.distribute import get_strategy
+strategy = get_strategy(os.environ["DISTRIBUTION"])
+import keras, tensorflow as tf
+from keras_albert import PretrainingModel, distribute
+from keras_albert.optimizers import LAMB, WarmupPolyDecay
+
+info = distribute.worker_info()
+rank, size = info.task_index, info.num_workers
+data = dict(np.load(os.environ["DATA"]))
+out = os.environ["OUT"] + f".{rank}"
+keras.utils.set_random_seed(100 + rank)
+model = PretrainingModel.from_preset("albert_tiny", **json.loads(os.environ["TINY"]))
+if os.environ.get("INITIAL"):
+    initial = np.load(os.environ["INITIAL"])
+    model.set_weights([initial[f"w{i}"] for i in range(len(initial.files))])
+np.savez(out + ".initial.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+model.compile(optimizer=LAMB(WarmupPolyDecay(0.02, 2, 5), weight_decay=0.01),
+              gradient_accumulation_steps=int(os.environ["ACCUMULATION"]))
+rows = data["input_ids"].shape[1] // size
+dataset = tf.data.Dataset.from_tensor_slices({k: v[:, rank * rows:(rank + 1) * rows] for k, v in data.items()})
+history = model.fit(dataset, epochs=1, steps_per_epoch=int(os.environ["STEPS"]), verbose=0)
+evaluation = model.evaluate(dataset, steps=2, verbose=0, return_dict=True)
+np.savez(out + ".npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+with open(out + ".json", "w") as f:
+    json.dump({"fit": {k: float(v[-1]) for k, v in history.history.items()},
+               "evaluate": {k: float(v) for k, v in evaluation.items()},
+               "size": size, "iterations": int(model.optimizer.iterations.numpy())}, f)
+'''
+
+
+def mpiexec():
+    path = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    assert os.path.isfile(path), f"{path} is missing: run `bash scripts/build_horovod.sh` (it installs MPICH)"
+    return path
+
+
+def run_ranks(script, ranks, env, workdir, timeout=600):
+    """Runs `script` (Python source) as `ranks` MPI processes; returns the combined log, failing on a non-zero exit."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1", **env)
+    result = subprocess.run(
+        [mpiexec(), "-np", str(ranks), sys.executable, "-c", script],
+        env=full_env, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"mpiexec -np {ranks} failed (rc {result.returncode}):\n{log[-6000:]}"
+    return log
+
+
+def _data(rng):
+    weights = (rng.random((STEPS, GLOBAL_ROWS, PREDICTIONS)) < 0.6).astype("float32")
+    weights[..., 0] = 1.0
+    return {
+        "input_ids": rng.integers(5, VOCAB, (STEPS, GLOBAL_ROWS, SEQ)).astype("int32"),
+        "input_mask": (np.arange(SEQ) < rng.integers(6, SEQ + 1, (STEPS, GLOBAL_ROWS, 1))).astype("int32"),
+        "segment_ids": np.broadcast_to(np.arange(SEQ) >= SEQ // 2, (STEPS, GLOBAL_ROWS, SEQ)).astype("int32"),
+        "masked_lm_positions": rng.integers(0, 6, (STEPS, GLOBAL_ROWS, PREDICTIONS)).astype("int32"),
+        "masked_lm_ids": rng.integers(5, VOCAB, (STEPS, GLOBAL_ROWS, PREDICTIONS)).astype("int32"),
+        "masked_lm_weights": weights,
+        "next_sentence_labels": rng.integers(0, 2, (STEPS, GLOBAL_ROWS, 1)).astype("int32"),
+    }
+
+
+def _load(prefix):
+    weights = np.load(prefix + ".npz")
+    with open(prefix + ".json") as f:
+        return [weights[f"w{i}"] for i in range(len(weights.files))], json.load(f)
+
+
+def _initial(prefix):
+    weights = np.load(prefix + ".initial.npz")
+    return [weights[f"w{i}"] for i in range(len(weights.files))]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    import horovod.tensorflow  # noqa: F401  (fails, not skips, when the build is missing)
+
+    workdir = tmp_path_factory.mktemp("horovod")
+    np.savez(workdir / "data.npz", **_data(np.random.default_rng(0)))
+    env = {"DATA": str(workdir / "data.npz"), "STEPS": str(STEPS), "ACCUMULATION": str(ACCUMULATION),
+           "TINY": json.dumps(TINY)}
+    log = run_ranks(SCRIPT, 2, {**env, "DISTRIBUTION": "horovod", "OUT": str(workdir / "two")}, str(workdir))
+    # One process on the whole batch, from rank 0's initialisation.
+    np.savez(workdir / "rank0_initial.npz", **np.load(workdir / "two.0.initial.npz"))
+    run_ranks(SCRIPT, 1, {**env, "DISTRIBUTION": "none", "OUT": str(workdir / "one"),
+                          "INITIAL": str(workdir / "rank0_initial.npz")}, str(workdir))
+    return {
+        "ranks": [_load(str(workdir / f"two.{rank}")) for rank in range(2)],
+        "initial": [_initial(str(workdir / f"two.{rank}")) for rank in range(2)],
+        "one": _load(str(workdir / "one.0")),
+        "log": log,
+    }
+
+
+def test_ranks_started_apart(runs):
+    initial_0, initial_1 = runs["initial"]
+    assert max(np.abs(a - b).max() for a, b in zip(initial_0, initial_1)) > 1e-2
+
+
+def test_two_ranks_train_like_one_process_on_the_whole_batch(runs):
+    (weights_0, logs_0), (weights_1, logs_1) = runs["ranks"]
+    single_weights, single_logs = runs["one"]
+    assert logs_0["size"] == logs_1["size"] == 2 and single_logs["size"] == 1
+    for a, b in zip(weights_0, weights_1):
+        np.testing.assert_array_equal(a, b)  # bit-identical across ranks
+    worst = max(np.abs(a - b).max() for a, b in zip(weights_0, single_weights))
+    moved = max(np.abs(a - b).max() for a, b in zip(single_weights, runs["initial"][0]))
+    print(f"horovod 2 ranks vs one process after {STEPS} steps: max |diff| {worst:.3g} (weights moved {moved:.3g})")
+    assert moved > 1e-3
+    assert worst < 1e-5
+    assert logs_0["iterations"] == logs_1["iterations"] == single_logs["iterations"] == STEPS
+    for key in ("loss", "mlm_loss", "sop_loss"):
+        assert logs_0["fit"][key] == pytest.approx(single_logs["fit"][key], abs=1e-5), key
+        assert logs_0["fit"][key] == pytest.approx(logs_1["fit"][key], rel=1e-6), key  # one rounding apart at most
+
+
+def test_two_ranks_evaluate_like_one_process(runs):
+    (_, logs_0), (_, logs_1) = runs["ranks"]
+    single = runs["one"][1]["evaluate"]
+    assert logs_0["evaluate"] == logs_1["evaluate"]
+    for key in ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"):
+        assert logs_0["evaluate"][key] == pytest.approx(single[key], abs=1e-5), key
