@@ -16,7 +16,8 @@ SageMaker's own `train` argument is ignored. On every host it:
    squadv1) when they are there;
 4. runs the command in this process from the `train` channel's directory (relative paths in flags are relative to
    the FSx directory), so a signal sent to this process reaches the training itself;
-5. after a pretraining run, on the chief only: copies the run's files (model.keras, tokenizer, settings, summary,
+5. runs any other command (create-pretraining-data, export, ...) on the first host only;
+6. after a pretraining run, on the chief only: copies the run's files (model.keras, tokenizer, settings, summary,
    log) into the model directory (/opt/ml/model, the job's model.tar.gz) and exports the model there as a Hugging
    Face directory, `huggingface/`.
 
@@ -34,6 +35,7 @@ from keras_albert.sagemaker.environment import read_environment
 from keras_albert.sagemaker.spec import DATA_CHANNEL, ENTRY_POINT_VARIABLE
 
 HUGGINGFACE_DIR = "huggingface"
+DISTRIBUTED_COMMANDS = ("pretrain", "squad")  # the others run on the first host only
 SQUAD_FILES = {"squadv1": ("train-v1.1.json", "dev-v1.1.json"), "squadv2": ("train-v2.0.json", "dev-v2.0.json")}
 
 
@@ -143,6 +145,10 @@ def main(argv=None, env=None):
     except UserInputError as error:
         print(f"keras-albert container: error: {error}", file=sys.stderr)
         return 2
+    if command not in DISTRIBUTED_COMMANDS and sagemaker.hosts and sagemaker.current_host != sagemaker.hosts[0]:
+        # Two hosts running a data command would write the same files: the first host runs it alone.
+        print(f"keras-albert container: {command} runs on {sagemaker.hosts[0]} only", file=sys.stderr)
+        return 0
     host = f"host {sagemaker.current_host} of {len(sagemaker.hosts)}" if sagemaker.hosts else "no SageMaker hosts"
     print(f"keras-albert container ({host}): keras-albert {command} {' '.join(flags)}", file=sys.stderr, flush=True)
     status = cli.main([command, *flags])
