@@ -85,7 +85,8 @@ def _channels(env):
     channels = {name[len(prefix):].lower(): path for name, path in env.items() if name.startswith(prefix) and path}
     if not channels:
         data_dir = env.get("SM_INPUT_DATA_DIR", INPUT_DATA_DIR)
-        channels = {name.lower(): os.path.join(data_dir, name) for name in _config_file(env, "inputdataconfig.json") or {}}
+        names = _config_file(env, "inputdataconfig.json") or {}
+        channels = {name.lower(): os.path.join(data_dir, name) for name in names}
     return channels
 
 

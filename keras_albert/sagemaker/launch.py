@@ -91,7 +91,8 @@ def add_arguments(parser):
     run.add_argument("--checkpoint_s3_uri", help="Where /opt/ml/checkpoints is synced; give the same URI to a new "
                      "job to resume a run. Default: the SDK's, under the job's name.")
     run.add_argument("--output_s3_uri", help="Where the job's model.tar.gz goes. Default: the SDK's default bucket.")
-    run.add_argument("--dry_run", action="store_true", help="Print the CreateTrainingJob request as JSON; send nothing.")
+    run.add_argument("--dry_run", action="store_true",
+                     help="Print the CreateTrainingJob request as JSON; send nothing.")
     run.add_argument("--wait", action="store_true", help="Wait for the job to end, printing its logs.")
 
 

@@ -164,7 +164,8 @@ def job_spec(values, training_flags=(), env=None):
 def _check_spec(spec):
     for name in ("subnet_ids", "security_group_ids"):
         _check(getattr(spec, name), f"--{name} lists no id (or set {ENVIRONMENT_DEFAULTS[name]})")
-    _check(spec.instance_type.startswith("ml."), f"--instance_type must be an ml.* type. Received: {spec.instance_type}")
+    _check(spec.instance_type.startswith("ml."),
+           f"--instance_type must be an ml.* type. Received: {spec.instance_type}")
     _check(spec.instance_count >= 1, f"--instance_count must be >= 1. Received: {spec.instance_count}")
     _check(_JOB_NAME.match(spec.sm_job_name), "--sm_job_name must be letters, digits and hyphens, at most 47 "
            f"characters (SageMaker adds a timestamp). Received: {spec.sm_job_name!r}")
