@@ -25,7 +25,10 @@ data = dict(np.load(os.environ["DATA"]))
 initial = np.load(os.environ["INITIAL"])
 workers = strategy.num_replicas_in_sync
 
+pipelines = []
+
 def dataset(context):
+    pipelines.append((context.num_input_pipelines, context.input_pipeline_id))
     rows = data["input_ids"].shape[1] // context.num_input_pipelines
     lo = context.input_pipeline_id * rows
     return tf.data.Dataset.from_tensor_slices({k: v[:, lo:lo + rows] for k, v in data.items()})
@@ -45,7 +48,10 @@ np.savez(out, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 with open(out + ".json", "w") as f:
     json.dump({"fit": {k: float(v[-1]) for k, v in history.history.items()},
                "evaluate": {k: float(v) for k, v in evaluation.items()},
-               "iterations": int(model.optimizer.iterations.numpy())}, f)
+               "iterations": int(model.optimizer.iterations.numpy()),
+               "replicas": strategy.num_replicas_in_sync,
+               "multi_worker": isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
+               "pipelines": sorted(set(pipelines))}, f)
 '''
 
 
@@ -97,10 +103,21 @@ def runs(tmp_path_factory):
     return two, one[0], initial
 
 
+def test_two_workers_ran_as_one_cluster_of_two_replicas(runs):
+    (_, logs_0), (_, logs_1) = runs[0]
+    single = runs[1][1]
+    for index, logs in enumerate((logs_0, logs_1)):
+        assert logs["multi_worker"]
+        assert logs["replicas"] == 2
+        assert logs["pipelines"] == [[2, index]]  # two input pipelines, this worker's own
+    assert single["replicas"] == 1 and single["pipelines"] == [[1, 0]]
+
+
 def test_two_workers_train_like_one_process_on_the_whole_batch(runs):
     (weights_0, logs_0), (weights_1, logs_1) = runs[0]
     single_weights, single_logs = runs[1]
     initial = runs[2]
+    assert logs_0["replicas"] == logs_1["replicas"] == 2
     for a, b in zip(weights_0, weights_1):
         np.testing.assert_array_equal(a, b)  # bit-identical across workers
     worst = max(np.abs(a - b).max() for a, b in zip(weights_0, single_weights))
