@@ -1,6 +1,7 @@
 """create-pretraining-data: statistics (issue 4, acceptance 1), determinism across workers (2), Google's feature spec
 (3), pair semantics, and bad input."""
 
+import hashlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ from keras_albert import cli
 from keras_albert.data import create_pretraining_data, text
 from keras_albert.data.pretraining import encoding, pool
 from keras_albert.data.pretraining.instances import compiled_module
+from keras_albert.data.summary import read_data_summary
 from keras_albert.data.tokenizers import WordPieceTokenizer, load_tokenizer
 from keras_albert.errors import UserInputError
 
@@ -398,7 +400,7 @@ def test_compiled_builder_with_checksums_in_python_writes_the_same_bytes(albert,
 
 def test_native_crc32c_is_found_beside_google_crc32c():
     """The wheels of google-crc32c for Linux ship their C library in google_crc32c.libs/: the compiled builder must
-    find it there (else it runs ~20% slower, with the CRCs in Python)."""
+    find it there (else instance building runs about 30% slower, with the CRCs in Python)."""
     import glob
 
     import google_crc32c
@@ -477,6 +479,18 @@ def test_summary_json_agrees_with_the_records(albert):
     assert summary["label_1_share"] == pytest.approx(records["next_sentence_labels"].mean(), abs=1e-12)
     assert not [n for n in os.listdir(albert["dir"]) if n.endswith(".tmp")]
     assert albert["plain_summary"]["masked_tokens"] == 0
+
+
+def test_summary_is_read_by_the_data_layers_reader(albert):
+    """`read_data_summary` (what training reads) finds the sequence lengths, model type, vocabulary and tokenizer;
+    the tokenizer's SHA-256 is that of its spiece.model file."""
+    summary = read_data_summary(albert["dir"])
+    tokenizer_dir = trained_tokenizer_dir("albert")
+    assert (summary.model_type, summary.max_seq_length, summary.max_predictions_per_seq) == ("albert", SEQ, PREDICTIONS)
+    assert summary.vocab_size == albert["tokenizer"].vocab_size == albert["summary"]["tokenizer_vocab_size"]
+    assert summary.tokenizer == tokenizer_dir
+    with open(os.path.join(tokenizer_dir, "spiece.model"), "rb") as file:
+        assert summary.tokenizer_sha256 == hashlib.sha256(file.read()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------

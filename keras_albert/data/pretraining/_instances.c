@@ -14,6 +14,11 @@
  * and 2s+1 (the n-gram length), masked token k draws REPLACE + 2k (80/10/10) and REPLACE + 2k + 1 (the random
  * token); the output order is a Fisher-Yates shuffle drawing counter i from `shuffle_key`, then regrouped by shard
  * (position p of the shuffled records goes to shard (task position + p) mod num_shards; `plan.shard_major`).
+ *
+ * One file of ~750 lines on purpose: the loops over pairs, masks and records call the stream and buffer helpers
+ * millions of times per run and rely on the compiler inlining them, which one translation unit gives without link-time
+ * optimization. Its sections follow the Python modules: streams, buffers, tf.train.Example (`encoding`), pairs
+ * (`pairs`), masking (`masking`), records and the task (`numpy_builder`), reading the job (`instances.BuildJob`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -184,7 +189,7 @@ typedef struct {
     int64_t ngrams[64], ngram_draws[64];
 } Stats;
 
-/* Google's `truncate_seq_pair` in closed form (see `_PairMaker._add`), then the pair is kept. */
+/* Google's `truncate_seq_pair` in closed form (see `pairs.PairMaker._add`), then the pair is kept. */
 static int add_pair(Pairs *pairs, Stream *rng, int64_t max_tokens, int64_t a0, int64_t a1, int64_t b0, int64_t b1,
                     int64_t label) {
     int64_t length_a = a1 - a0, length_b = b1 - b0, excess = length_a + length_b - max_tokens;
@@ -211,7 +216,7 @@ static int add_pair(Pairs *pairs, Stream *rng, int64_t max_tokens, int64_t a0, i
     return pairs_add(pairs, a0, a1, b0, b1, label);
 }
 
-/* Google's `create_instances_from_document` (see `_PairMaker.document`). Returns -1 when out of memory. */
+/* Google's `create_instances_from_document` (see `pairs.PairMaker.document`). Returns -1 when out of memory. */
 static int document_pairs(const Settings *s, Pairs *pairs, Stream *rng, int64_t document) {
     const int64_t *starts = s->sentence_starts;
     int64_t max_tokens = s->max_seq_length - 3;
@@ -329,7 +334,7 @@ static int64_t masking_budget(const Settings *s, int64_t length) {
 }
 
 /* ALBERT's `create_masked_lm_predictions` for one row `[CLS] A [SEP] B [SEP]` of `length` tokens with |A| = la (see
- * `_Batch.mask`): fills positions, masked_ids and weights, and replaces the chosen tokens in r->ids. Returns the
+ * `masking.mask_rows`): fills positions, masked_ids and weights, and replaces the chosen tokens in r->ids. Returns the
  * number of masked tokens. */
 static int64_t mask_row(const Settings *s, Row *r, int64_t length, int64_t la, uint64_t key, Stats *stats) {
     int64_t *first = r->unit_first, *perm = r->perm, *candidates = r->candidates;
