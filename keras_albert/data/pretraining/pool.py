@@ -16,7 +16,6 @@ record is copied between processes. This process takes items itself when every w
 
 import dataclasses
 import gc
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -26,6 +25,7 @@ import tempfile
 
 import numpy as np
 
+from keras_albert import io
 from keras_albert.data.pretraining import instances, writer
 from keras_albert.data.pretraining.corpus import Corpus
 from keras_albert.data.pretraining.settings import PretrainingDataSettings
@@ -103,13 +103,11 @@ class SharedInputs:
             "corpus_dir": corpus_dir,
             "shard_files": list(self.shard_files),
         }
-        with open(os.path.join(spill, "state.json"), "w", encoding="utf-8") as file:
-            json.dump(state, file)
+        io.write_json(os.path.join(spill, "state.json"), state)
 
     @classmethod
     def load(cls, spill):
-        with open(os.path.join(spill, "state.json"), encoding="utf-8") as file:
-            state = json.load(file)
+        state = io.read_json(os.path.join(spill, "state.json"), what="worker state")
         arrays = {name: np.load(os.path.join(spill, f"tables-{name}.npy")) for name in instances.Tables.ARRAYS}
         return cls(
             corpus=Corpus.load(state["corpus_dir"]),

@@ -1,4 +1,8 @@
-"""The shard files: named, created under temporary names, filled at offsets in task order, renamed when complete."""
+"""The shard files: named, created under temporary names, filled at offsets in task order, renamed when complete.
+
+Not written through `keras_albert.io`: several processes write into each file at offsets; the rename when all is
+written still means a reader never sees a partial shard under its final name.
+"""
 
 import os
 import re
