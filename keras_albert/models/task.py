@@ -49,6 +49,61 @@ def _densify(grad):
     return tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices) else grad
 
 
+def _apply_when_finite(optimizer, grads, variables, finite):
+    """`optimizer.apply(grads, variables)` when `finite`, else nothing at all: no moment, no weight decay, no
+    `iterations` step (so the learning-rate schedule does not advance either).
+
+    A `LossScaleOptimizer` makes the same decision on its gradients and also lowers its scale, so it is called as
+    is. Otherwise the condition must run where the strategy allows it: a branch that calls `merge_call` (the
+    optimizer's update does, under strategies that need merge calls) cannot sit in a replica-context cond, so there
+    the cond moves into the cross-replica context as Keras' own loss-scale optimizer does.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer.apply(grads, variables)
+        return
+    if not optimizer.built:
+        optimizer.build(variables)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: optimizer.apply(grads, variables), lambda: None)
+        return
+
+    def cross_replica(distribution, grads, variables, finite):
+        def apply():
+            distribution.extended.call_for_each_replica(optimizer.apply, args=(grads, variables))
+
+        # `finite` is equal on every replica: it is computed from all-reduced values.
+        tf.cond(distribution.experimental_local_results(finite)[0], apply, lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, variables, finite))
+
+
+class NonFiniteGuard(keras.metrics.Metric):
+    """How many updates in a row were skipped as non-finite, and the last finite loss.
+
+    Not listed among the model's `metrics`, so `fit` never resets it between epochs; the training loop reads it to
+    stop a run that keeps diverging (`keras_albert.training.callbacks`).
+    """
+
+    def __init__(self, name="nonfinite_guard", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.streak = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="streak")
+        self.last_finite_loss = self.add_variable(
+            shape=(), initializer=keras.initializers.Constant(float("nan")), dtype="float32", name="last_finite_loss"
+        )
+
+    def update_state(self, finite, loss):
+        finite = tf.cast(finite, tf.float32)
+        self.streak.assign((self.streak + 1.0) * (1.0 - finite))
+        self.last_finite_loss.assign(tf.where(finite > 0, tf.cast(loss, tf.float32), self.last_finite_loss))
+
+    def result(self):
+        return self.streak
+
+    def reset_state(self):
+        pass  # a streak spans epochs; `restart()` clears it
+
+
 def _split_micro_batches(data, num_micro_batches):
     """Reshapes every tensor to [num_micro_batches, rows / num_micro_batches, ...] (static micro-batch shapes,
     which XLA needs)."""
@@ -90,6 +145,7 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         self.gradient_accumulation_steps = 1
         self.max_grad_norm = 1.0
         self._trackers = None
+        self._nonfinite_guard = None
 
     # ---------------------------------------------------------------- construction and serialisation
 
@@ -168,6 +224,7 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         _disable_optimizer_all_reduce(self.optimizer)
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         self.max_grad_norm = max_grad_norm
+        self.nonfinite_guard  # its variables are made here, not while the train step is traced
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`; under Horovod, every rank first takes rank 0's model and optimizer state, so ranks
@@ -208,6 +265,13 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         if self._trackers is None:
             self._trackers = self._make_trackers()
         return self._trackers
+
+    @property
+    def nonfinite_guard(self):
+        """The `NonFiniteGuard` of this model: `.streak` (updates skipped in a row) and `.last_finite_loss`."""
+        if self._nonfinite_guard is None:
+            self._nonfinite_guard = NonFiniteGuard()
+        return self._nonfinite_guard
 
     @property
     def metrics(self):
@@ -281,19 +345,23 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         if self.max_grad_norm:
             factor = tf.minimum(1.0, self.max_grad_norm / tf.maximum(grad_norm, 1e-12))
             grads = {k: g * tf.cast(factor, g.dtype) for k, g in grads.items()}
-        finite = tf.math.is_finite(grad_norm)
+        loss = self._loss_from_terms(sums, denominators)
+        # An update whose gradients or loss are not finite (in any precision) is skipped and counted; the training
+        # loop stops a run after too many in a row.
+        finite = tf.logical_and(tf.math.is_finite(grad_norm), tf.math.is_finite(loss))
         learning_rate = optimizer.learning_rate
         variables = self.trainable_variables
-        optimizer.apply(list(grads.values()), [variables[k] for k in grads])
+        _apply_when_finite(optimizer, list(grads.values()), [variables[k] for k in grads], finite)
+        self.nonfinite_guard.update_state(finite, loss)
 
         self._update_trackers(sums, denominators)
         self.trackers["learning_rate"].update_state(learning_rate)
         self.trackers["grad_norm"].update_state(grad_norm)
         self.trackers["loss_scale"].update_state(scale)
         self.trackers["nonfinite_steps"].update_state(tf.cast(tf.logical_not(finite), tf.float32))
-        names = ["loss", *self.metric_names, "learning_rate", "grad_norm"]
+        names = ["loss", *self.metric_names, "learning_rate", "grad_norm", "nonfinite_steps"]
         if hasattr(optimizer, "dynamic_scale"):
-            names += ["loss_scale", "nonfinite_steps"]
+            names += ["loss_scale"]
         return self._logs(names)
 
     def test_step(self, data):
