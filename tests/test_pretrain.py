@@ -275,7 +275,10 @@ def test_export_loads_in_transformers_with_equal_logits(command_run, data, capsy
         (["--log_frequency", "3", "--steps_per_execution", "2"], "--log_frequency (3) must be a multiple of"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(data, flags, message, capsys):
+def test_bad_flags_exit_2_with_one_line(data, flags, message, capsys, monkeypatch):
+    # Horovod absent, whether or not this environment built it: `--distribution horovod` must then explain itself.
+    monkeypatch.setitem(sys.modules, "horovod", None)
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", None)
     argv = ["pretrain", "--train_files", data["masked"], "--output_dir", scratch_dir("bad"), *flags]
     try:
         status = cli.main(argv)
@@ -313,7 +316,7 @@ class _FakeHorovod:
         assert op == self.Sum
         return [value * 2 for value in values]
 
-    def broadcast(self, value, root_rank):
+    def broadcast(self, value, root_rank, name=None):
         assert root_rank == 0
         self.broadcast_count += 1
         return value
@@ -420,7 +423,8 @@ def test_python_callers_get_errors_that_name_fields(data, overrides, message):
     from keras_albert import UserInputError
     from keras_albert.training.pretrain import resolve_settings
 
-    settings = _settings(data["masked"], scratch_dir("python-errors"), **overrides)
+    overrides = dict(overrides)
+    settings = _settings(overrides.pop("train_files", data["masked"]), scratch_dir("python-errors"), **overrides)
     with pytest.raises(UserInputError) as error:
         resolve_settings(settings)
     assert str(error.value).startswith(message), str(error.value)

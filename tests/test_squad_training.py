@@ -209,6 +209,71 @@ def test_tokenizer_larger_than_the_checkpoint_vocabulary_is_refused(tmp_path, ch
     assert "larger than the model's" in capsys.readouterr().err
 
 
+def test_squad_command_restores_the_global_dtype_policy(tmp_path, tokenizer_dir, monkeypatch, capsys):
+    """`--mixed_precision bf16` computes in bfloat16 during the run and leaves Keras' global policy as it found it."""
+    seen = []
+    original = SquadModel.from_preset.__func__
+
+    def recording_from_preset(cls, name, **overrides):
+        seen.append(keras.config.dtype_policy().name)
+        return original(cls, name, **overrides)
+
+    assert keras.config.dtype_policy().name == "float32"
+    monkeypatch.setattr(SquadModel, "from_preset", classmethod(recording_from_preset))
+    status = cli.main(_squad_argv(tmp_path, "--model_size", "tiny", "--tokenizer", tokenizer_dir,
+                                  "--mixed_precision", "bf16", "--total_steps", "2"))
+    assert status == 0, capsys.readouterr().err
+    assert seen == ["mixed_bfloat16"]
+    assert keras.config.dtype_policy().name == "float32"
+    assert (tmp_path / "scores.json").is_file()
+
+
+def test_run_squad_takes_a_model_and_questions_from_python(tmp_path, tokenizer, austen):
+    """`run_squad` finetunes a copy of a pretraining model's encoder given from Python, on questions given from
+    Python, and leaves the pretraining model untouched."""
+    from keras_albert.training.squad import SquadRunSettings, run_squad
+
+    keras.utils.set_random_seed(4)
+    pretrained = _tiny_pretraining_model()
+    before = [w.copy() for w in pretrained.get_weights()]
+    run = run_squad(
+        SquadRunSettings(total_steps=2, per_gpu_batch_size=4, output_dir=str(tmp_path), **SHORT),
+        model=pretrained, tokenizer=tokenizer, train_examples=austen["train"][:12],
+        predict_examples=austen["dev"][:6], verbose=0,
+    )
+    assert isinstance(run["model"], SquadModel) and run["total_steps"] == 2
+    assert run["predictions"].scores["total"] == 6
+    assert sorted(os.listdir(tmp_path)) == ["nbest_predictions.json", "null_odds.json", "predictions.json",
+                                            "scores.json"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, pretrained.get_weights()))
+    tuned = run["model"].backbone.get_weights()
+    assert not all(np.array_equal(a, b) for a, b in zip(tuned, pretrained.backbone.get_weights()))
+
+
+def test_python_callers_get_errors_that_name_fields(tokenizer, austen):
+    """The SQuAD functions name a bad setting by its field (`per_gpu_batch_size`), the command by its flag."""
+    from keras_albert import UserInputError
+    from keras_albert.training.squad import run_squad
+
+    features = squad.convert_examples_to_features(austen["train"][:4], tokenizer, is_training=True, **SHORT)
+    model = SquadModel.from_preset("albert_tiny", vocabulary_size=VOCAB)
+    calls = {
+        "run_squad": (lambda: run_squad(per_gpu_batch_size=0), "per_gpu_batch_size must be an integer >= 1"),
+        "finetune_squad": (lambda: finetune_squad(model, features, learning_rate=0.0), "learning_rate must be > 0"),
+        "predict_squad": (lambda: predict_squad(model, austen["dev"][:2], tokenizer, max_seq_length=64,
+                                                max_query_length=64),
+                          "max_seq_length (64) must leave room for max_query_length (64)"),
+        "PeriodicSquad": (lambda: PeriodicSquad(5, tokenizer, austen["train"][:4], austen["dev"][:2], 3,
+                                                optimizer="sgd"),
+                          "optimizer must be one of lamb, adamw"),
+    }
+    for caller, (call, expected) in calls.items():
+        with pytest.raises(UserInputError) as error:
+            call()
+        assert str(error.value).startswith(expected), (caller, str(error.value))
+        assert "--" not in str(error.value), caller
+
+
 # ------------------------------------------------------------------------------------------ periodic SQuAD
 
 

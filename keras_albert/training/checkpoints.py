@@ -64,12 +64,6 @@ def _rng_states(model):
     return [variable for variable in model.non_trainable_variables if "seed_generator" in variable.path]
 
 
-def write_atomically(path, data):
-    """Writes bytes to `path` atomically. Kept for callers written before `keras_albert.io`; new code calls
-    `io.write_bytes`."""
-    io.write_bytes(path, data)
-
-
 def save_model_atomically(model, path):
     """`model.save(path)`, published whole: Keras saves only to a name ending in `.keras`, so the model is saved
     inside a temporary directory beside `path` and moved to `io.atomic_path`'s temporary name."""

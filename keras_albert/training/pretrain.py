@@ -141,12 +141,6 @@ def _workers_agree(strategy, value, horovod=None):
     return abs(squares * workers - total * total) < 0.5
 
 
-def _broadcast_from_chief(horovod, variables):
-    """Horovod ranks start from rank 0's weights and optimizer state (tf.distribute strategies do this themselves)."""
-    for variable in variables:
-        variable.assign(horovod.broadcast(variable.value, root_rank=0))
-
-
 def _squad_callback(settings, worker):
     """The periodic SQuAD evaluation of `--squad_frequency`, on the pretraining tokenizer."""
     from keras_albert.data import squad
@@ -370,8 +364,6 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
                 f"{name('output_dir')}: the workers found different checkpoints under {checkpoint.directory} (this "
                 f"one: step {initial_step}); the output directory must be on a filesystem that every worker sees"
             )
-        if horovod is not None and horovod.size() > 1:
-            _broadcast_from_chief(horovod, model.variables + model.optimizer.variables)
         layout = data_layout(settings, replicas, worker.num_workers, dataset_given=dataset is not None)
         if latest is not None:
             _report_resume(checkpoint, latest, initial_step, settings, layout, model)
