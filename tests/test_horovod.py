@@ -146,3 +146,78 @@ def test_two_ranks_evaluate_like_one_process(runs):
     assert logs_0["evaluate"] == logs_1["evaluate"]
     for key in ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"):
         assert logs_0["evaluate"][key] == pytest.approx(single[key], abs=1e-5), key
+
+
+# `keras-albert pretrain --distribution horovod` on 2 ranks: the first run is killed (SIGKILL to the whole mpiexec
+# group) after a checkpoint; the restart resumes from rank 0's checkpoint and both ranks end with identical weights.
+PRETRAIN = r'''
+import json, os, sys
+import numpy as np
+from keras_albert import cli
+argv = json.loads(os.environ["ARGV"])
+if os.environ.get("PHASE") == "first":
+    sys.exit(cli.main(["pretrain", *argv]))
+from keras_albert.commands.pretrain import settings_from_args
+from keras_albert.training.pretrain import pretrain
+parser = cli.build_parser("pretrain")
+result = pretrain(settings_from_args(parser.parse_args(["pretrain", *argv])))
+from keras_albert import distribute
+rank = distribute.worker_info().task_index
+np.savez(os.environ["OUT"] + f".{rank}.npz", **{f"w{i}": w for i, w in enumerate(result["model"].get_weights())})
+with open(os.environ["OUT"] + f".{rank}.json", "w") as f:
+    json.dump({"initial_step": result["initial_step"], "step": result["step"]}, f)
+'''
+
+
+def test_pretrain_under_mpiexec_resumes_from_rank_0s_checkpoint(tmp_path):
+    import signal
+    import time
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fixtures_data import novel_path, trained_tokenizer_dir
+
+    from keras_albert import cli
+
+    tokenizer = trained_tokenizer_dir("albert", 2000)
+    records = tmp_path / "records"
+    assert cli.main(["create-pretraining-data", "--input", novel_path(), "--tokenizer", tokenizer,
+                     "--output_dir", str(records), "--max_seq_length", "32", "--max_predictions_per_seq", "5",
+                     "--dupe_factor", "1", "--num_shards", "2", "--workers", "1", "--quiet"]) == 0
+    run = tmp_path / "run"
+    argv = ["--train_files", str(records / "*.tfrecord"), "--output_dir", str(run), "--model_size", "tiny",
+            "--distribution", "horovod", "--per_gpu_batch_size", "4", "--gradient_accumulation_steps", "2",
+            "--total_steps", "40", "--warmup_steps", "2", "--learning_rate", "0.01", "--log_frequency", "4",
+            "--checkpoint_frequency", "4", "--jit_compile", "false", "--quiet"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1", ARGV=json.dumps(argv),
+               PHASE="first")
+    log = open(tmp_path / "first.log", "w+")
+    first = subprocess.Popen([mpiexec(), "-np", "2", sys.executable, "-c", PRETRAIN], env=env, cwd=tmp_path,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 400
+    try:
+        while not glob_checkpoints(run) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    log.seek(0)
+    saved = glob_checkpoints(run)
+    assert saved, f"no checkpoint within the time limit; log:\n{log.read()[-4000:]}"
+    assert not (run / "model.keras").exists(), "the first run finished before it was killed: raise --total_steps"
+
+    out = str(tmp_path / "resumed")
+    run_ranks(PRETRAIN, 2, {"ARGV": json.dumps(argv), "OUT": out, "PHASE": "resume"}, str(tmp_path))
+    (weights_0, logs_0), (weights_1, logs_1) = [_load(f"{out}.{rank}") for rank in range(2)]
+    print(f"killed after checkpoints {saved}; resumed at step {logs_0['initial_step']}, ended at {logs_0['step']}")
+    assert logs_0["initial_step"] == logs_1["initial_step"] >= min(saved) > 0
+    assert logs_0["step"] == logs_1["step"] == 40
+    for a, b in zip(weights_0, weights_1):
+        np.testing.assert_array_equal(a, b)
+    assert (run / "model.keras").exists()
+
+
+def glob_checkpoints(run):
+    import re
+
+    names = os.listdir(run / "checkpoints") if (run / "checkpoints").is_dir() else []
+    return sorted(int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)\.index$").match, names) if m)
