@@ -432,7 +432,8 @@ result = predict_squad(model, examples, features=features, predict_batch_size=8,
                        output_dir=os.path.join(os.environ["OUTPUT"], str(distribute.worker_info().task_index)))
 train = squad.read_squad(squad.austen_squad_path("train"))[:32]
 train_features = squad.convert_examples_to_features(train, tokenizer, is_training=True, **window)
-finetune_squad(model, train_features, total_steps=3, per_gpu_batch_size=4, learning_rate=1e-3, seed=0, verbose=0)
+finetune_squad(model, train_features, total_steps=3, per_gpu_batch_size=4, learning_rate=1e-3, seed=0,
+               verbose=0)
 tuned = predict_squad(model, examples, features=features, predict_batch_size=8, verbose=0)
 
 # periodic SQuAD inside a two-worker pretraining fit: every worker runs it at the same step

@@ -94,7 +94,9 @@ def run(args):
         ["squad", "--task_name", "squadv2", "--load_from", "checkpoint", "--checkpoint_path", final_model,
          "--tokenizer", paths["tokenizer"], "--model_type", args.model_type, "--model_size", "tiny",
          "--output_dir", paths["squad"], "--max_seq_length", str(args.squad_max_seq_length),
-         "--doc_stride", "64", "--per_gpu_batch_size", "32", "--total_steps", str(args.squad_steps),
+         # Questions take at most half the window (64 tokens of the default 128): a short window keeps its context.
+         "--doc_stride", "64", "--max_query_length", str(min(64, args.squad_max_seq_length // 2)),
+         "--per_gpu_batch_size", "32", "--total_steps", str(args.squad_steps),
          "--warmup_steps", str(max(1, args.squad_steps // 10)), "--learning_rate", "2e-3",
          "--optimizer", "lamb", "--seed", seed],
         scores_file,
