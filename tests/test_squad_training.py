@@ -369,7 +369,8 @@ def test_periodic_squad_run_touches_nothing_of_a_mixed_precision_model(tokenizer
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     model.compile(optimizer=LAMB(1e-3))
-    model.fit(_pretraining_batches(steps=1), epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # optimizer state exists
+    # One step, so that the optimizer state exists.
+    model.fit(_pretraining_batches(steps=1), epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
     callback = _callback(tokenizer, austen)
     callback.set_model(model)
 
