@@ -62,7 +62,7 @@ def test_token_f1_by_hand():
     assert f1_score("something", "") == 0.0
 
 
-def test_scores_by_hand():
+def test_scores_by_hand_a_missing_prediction_scoring_0_as_official_v1_1_beyond_v2_0():
     scores = evaluate(DATASET, PREDICTIONS)
     # exact: q1 1 (cat == cat), q2 0, q3 0, q4 1 (empty on impossible), q5 0, q6 0 (missing) -> 2/6
     # f1:    q1 1, q2 2/3, q3 max(0, F1("paris france", "france") = 2/3), q4 1, q5 0, q6 0 -> (10/3)/6
@@ -173,3 +173,33 @@ def test_evaluate_squad_command_bad_file(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert str(pred_file) in error and "UTF-8" in error
+
+
+def test_strict_fails_on_a_missing_prediction_as_the_official_v2_0_script():
+    from keras_albert.errors import UserInputError
+
+    assert "q6" not in PREDICTIONS
+    with pytest.raises(UserInputError, match=r"1 of 6 questions have no prediction \(the first: 'q6'\)"):
+        evaluate(DATASET, PREDICTIONS, strict=True)
+    complete = {**PREDICTIONS, "q6": ""}
+    assert evaluate(DATASET, complete, strict=True) == evaluate(DATASET, complete)
+
+
+def test_predictions_naming_no_question_are_an_error():
+    from keras_albert.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="none of the 2 predictions names one of the dataset's 6 questions"):
+        evaluate(DATASET, {"x1": "cat", "x2": ""})
+
+
+def test_evaluate_squad_command_counts_missing_predictions(tmp_path, capsys):
+    data_file, pred_file = tmp_path / "d.json", tmp_path / "p.json"
+    data_file.write_text(json.dumps(DATASET))
+    pred_file.write_text(json.dumps(PREDICTIONS))
+    assert cli.main(["evaluate-squad", str(data_file), str(pred_file)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"] == 6
+    assert captured.err.strip() == f"1 of 6 questions have no prediction in {pred_file} and score 0 (the first: q6)"
+    assert cli.main(["evaluate-squad", str(data_file), str(pred_file), "--strict"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "1 of 6 questions have no prediction" in error

@@ -5,8 +5,9 @@ printed JSON has its keys.
 """
 
 import json
+import sys
 
-from keras_albert.data.squad import evaluate
+from keras_albert.data.squad import evaluate, missing_predictions
 from keras_albert.errors import UserInputError
 from keras_albert.io import read_json, write_json
 
@@ -25,6 +26,12 @@ def add_arguments(parser):
         help="Predict no answer when the no-answer probability exceeds this (default 1.0, as officially).",
     )
     parser.add_argument("--out-file", "-o", help="Also write the scores JSON to this file.")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="Fail when a question has no prediction, as the official v2.0 script does. Without it such a question "
+        "scores 0 and counts in the total, as the official v1.1 script does; either way the count is printed.",
+    )
 
 
 def run(args):
@@ -40,9 +47,15 @@ def run(args):
         ):
             raise UserInputError(f"{args.na_prob_file}: must be a JSON object of question id -> number")
     try:
-        scores = evaluate(dataset, predictions, na_probs=na_probs, na_prob_thresh=args.na_prob_thresh)
+        scores = evaluate(
+            dataset, predictions, na_probs=na_probs, na_prob_thresh=args.na_prob_thresh, strict=args.strict
+        )
     except UserInputError as error:
-        raise UserInputError(f"{args.data_file}: {error}") from None
+        raise UserInputError(f"{args.pred_file}: {error}") from None
+    missing = missing_predictions(dataset, predictions)
+    if missing:
+        print(f"{len(missing)} of {scores['total']} questions have no prediction in {args.pred_file} and score 0 "
+              f"(the first: {missing[0]})", file=sys.stderr)
     print(json.dumps(scores, indent=2))
     if args.out_file:
         write_json(args.out_file, scores, indent=2)

@@ -12,7 +12,13 @@ TensorFlow is imported only by `squad_dataset`, so scoring and the `evaluate-squ
 (`keras_albert.commands.evaluate_squad`) start fast.
 """
 
-from keras_albert.data.squad.evaluation import evaluate, exact_match_score, f1_score, normalize_answer
+from keras_albert.data.squad.evaluation import (
+    evaluate,
+    exact_match_score,
+    f1_score,
+    missing_predictions,
+    normalize_answer,
+)
 from keras_albert.data.squad.features import (
     SquadFeature,
     convert_examples_to_features,
@@ -30,6 +36,7 @@ __all__ = [
     "convert_examples_to_features",
     "evaluate",
     "exact_match_score",
+    "missing_predictions",
     "extract_answers",
     "f1_score",
     "features_to_arrays",

@@ -114,7 +114,12 @@ def _best_threshold(predictions, scores, na_probs, has_answer, total):
     return 100.0 * best_score / total, best_threshold
 
 
-def evaluate(dataset, predictions, na_probs=None, na_prob_thresh=1.0):
+def missing_predictions(dataset, predictions):
+    """The question ids of `dataset` that `predictions` has no entry for, in dataset order."""
+    return [qid for qid in _gold_answers(dataset) if qid not in predictions]
+
+
+def evaluate(dataset, predictions, na_probs=None, na_prob_thresh=1.0, strict=False):
     """Scores predictions with the official SQuAD v1.1 / v2.0 rules.
 
     Args:
@@ -124,6 +129,10 @@ def evaluate(dataset, predictions, na_probs=None, na_prob_thresh=1.0):
             has no answer. With it, predictions above `na_prob_thresh` count as "no answer" and the `best_*` keys
             are added, as the official script does with `--na-prob-file`.
         na_prob_thresh: float. The no-answer threshold (official default 1.0).
+        strict: bool. A question without a prediction is an error, as in the official v2.0 script (which fails
+            with a KeyError there). By default it scores 0 and counts in `total`, as the official v1.1 script does
+            ("Unanswered question ... will receive score 0"): this goes beyond the v2.0 script. Either way, no
+            prediction naming any question of the dataset is an error.
 
     Returns:
         A dict with the official keys on the 0-100 scale: `exact`, `f1`, `total`; `HasAns_exact`, `HasAns_f1`,
@@ -147,6 +156,16 @@ def evaluate(dataset, predictions, na_probs=None, na_prob_thresh=1.0):
     for qid, text in predictions.items():
         if not isinstance(text, str):
             raise UserInputError(f"prediction for question {qid!r} is not a string: {text!r}")
+    missing = [qid for qid in gold if qid not in predictions]
+    if len(missing) == len(gold):
+        raise UserInputError(
+            f"none of the {len(predictions)} predictions names one of the dataset's {len(gold)} questions"
+        )
+    if strict and missing:
+        raise UserInputError(
+            f"{len(missing)} of {len(gold)} questions have no prediction (the first: {missing[0]!r}); without "
+            "strict they score 0, as the official v1.1 script scores them"
+        )
     if na_probs is not None:
         missing = [qid for qid in gold if qid in predictions and qid not in na_probs]
         if missing:
