@@ -2,7 +2,7 @@
 
 The same code as the `keras-albert pretrain` command (`keras_albert.commands.pretrain`); this script only adds
 SageMaker's conventions (boolean flags written `--skip_sop=true`, `--model_dir` passed and ignored, data and output
-directories from `SM_CHANNEL_TRAINING` / `SM_MODEL_DIR` when the flags are absent).
+directories from `SM_CHANNEL_TRAIN` / `SM_MODEL_DIR` when the flags are absent).
 
 One CPU (tiny model on the embedded Jane Austen corpus, a few minutes):
 
@@ -31,7 +31,7 @@ SageMaker (the launcher sets TF_CONFIG from SM_HOSTS on every host; see `keras-a
         --instance_type ml.p4d.24xlarge --instance_count 2 --load_from scratch --model_type albert \\
         --model_size base --per_gpu_batch_size 32 --gradient_accumulation_steps 2 --warmup_steps 3125 \\
         --total_steps 125000 --learning_rate 0.00176 --optimizer lamb --log_frequency 10 --name myfirstjob \\
-        --train_files '/opt/ml/input/data/training/*.tfrecord' --output_dir /fsx/runs/myfirstjob
+        --train_files 'records/*.tfrecord' --output_dir runs/myfirstjob
 
 BERT phase 2 (longer sequences, weights of phase 1, fresh optimizer and schedule):
 
@@ -53,8 +53,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pretrain.add_arguments(parser)
     args = parser.parse_args(argv)
-    if args.train_files is None and os.environ.get("SM_CHANNEL_TRAINING"):
-        args.train_files = os.path.join(os.environ["SM_CHANNEL_TRAINING"], "*.tfrecord")
+    if args.train_files is None and os.environ.get("SM_CHANNEL_TRAIN"):
+        args.train_files = os.path.join(os.environ["SM_CHANNEL_TRAIN"], "*.tfrecord")
     if args.output_dir is None and os.environ.get("SM_MODEL_DIR"):
         args.output_dir = os.environ["SM_MODEL_DIR"]
     return args

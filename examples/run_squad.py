@@ -3,7 +3,7 @@
 The same code as the `keras-albert squad` command (`keras_albert.commands.squad`): finetune, predict (split over all
 workers), write predictions.json / nbest_predictions.json / null_odds.json and scores.json to --output_dir, print
 the official scores. This script only adds SageMaker's conventions: `--model_dir` passed and ignored; the output
-directory from `SM_MODEL_DIR` and the SQuAD files from the `SM_CHANNEL_TRAINING` channel (`train-v2.0.json`,
+directory from `SM_MODEL_DIR` and the SQuAD files from the `SM_CHANNEL_TRAIN` channel (`train-v2.0.json`,
 `dev-v2.0.json`, or the v1.1 names with --task_name squadv1) when the flags are absent.
 
 One CPU (tiny model from scratch on the embedded Jane Austen questions, about 90 s on two cores). Measured: F1 23.9,
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model_dir", help=argparse.SUPPRESS)  # SageMaker passes it; outputs go to --output_dir
     args = parser.parse_args(argv)
-    channel = os.environ.get("SM_CHANNEL_TRAINING")
+    channel = os.environ.get("SM_CHANNEL_TRAIN")
     if channel:
         train_name, predict_name = _FILES[args.task_name]
         if args.train_file is None and os.path.isfile(os.path.join(channel, train_name)):
