@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from keras_albert.errors import UserInputError
+from keras_albert.errors import RunDiverged, UserInputError
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -79,6 +79,9 @@ def main(argv=None):
     except UserInputError as error:
         print(f"keras-albert {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RunDiverged as error:
+        print(f"keras-albert {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"keras-albert {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,3 +7,8 @@ command turns it into a one-line message and a non-zero exit instead of a traceb
 
 class UserInputError(ValueError):
     """Bad input from the user: a path, a field of a file, or a flag. The message names which."""
+
+
+class RunDiverged(RuntimeError):
+    """A training run that cannot go on: its updates stay non-finite, or its weights are. The message names the step
+    and the last finite loss; the `keras-albert` command prints it as one line and exits 1."""

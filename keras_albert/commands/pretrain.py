@@ -18,6 +18,7 @@ import sys
 from keras_albert.distribute import worker_info
 from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
 from keras_albert.training.logs import configure_logging
+from keras_albert.training.preemption import signal_name
 from keras_albert.training.pretrain import pretrain
 from keras_albert.training.pretrain_settings import DEFAULT_MAX_PREDICTIONS, DEFAULT_MAX_SEQ_LENGTH, PretrainSettings
 from keras_albert.training.validation import flag_names
@@ -138,6 +139,8 @@ def add_arguments(parser):
                      help="Steps between log lines and TensorBoard points (values averaged over the window).")
     run.add_argument("--checkpoint_frequency", type=int, default=5000, help="Steps between checkpoints.")
     run.add_argument("--keep_checkpoints", type=int, default=3, help="Checkpoints kept in output_dir/checkpoints.")
+    run.add_argument("--max_nonfinite_steps", type=int, default=10,
+                     help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
     squad = parser.add_argument_group("periodic SQuAD (--squad_frequency)")
     squad.add_argument("--squad_frequency", type=int, default=0,
                        help="Steps between SQuAD evaluations of the encoder (a copy finetuned for --squad_steps); "
@@ -163,7 +166,17 @@ def settings_from_args(args):
 
 
 def run(args):
+    """Runs `pretrain`; a run stopped by SIGTERM or SIGINT exits with 128 + the signal's number (143, 130), as a
+    shell reports a process that the signal killed, after one line saying where it stopped."""
     configure_logging(worker_info().is_chief)
     with flag_names():
-        pretrain(settings_from_args(args))
+        result = pretrain(settings_from_args(args))
+    if result.get("preempted"):
+        print(
+            f"keras-albert pretrain: stopped by {signal_name(result['preempted'])} at step {result['step']} of "
+            f"{result['total_steps']} (checkpoint saved in {result['output_dir']}); run the same command again to "
+            "resume",
+            file=sys.stderr,
+        )
+        return 128 + result["preempted"]
     return 0

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from keras_albert import io
 from keras_albert.errors import UserInputError
+from keras_albert.training.nonfinite import check_finite
 from keras_albert.training.validation import name
 
 logger = logging.getLogger("keras_albert")
@@ -152,7 +153,12 @@ class RunCheckpoint:
         return step
 
     def save(self, step, data_layout=None):
-        """Saves a checkpoint numbered `step`. Every worker must call it (see the module docstring)."""
+        """Saves a checkpoint numbered `step`. Every worker must call it (see the module docstring).
+
+        Raises `keras_albert.errors.RunDiverged` instead if a weight is not finite (every worker holds the same
+        weights, so all of them raise): the checkpoints on disk, the latest good one included, stay as they are.
+        """
+        check_finite(self.model, step, f"checkpoint {CHECKPOINT_NAME}-{int(step)}")
         self.state.value = {"step": int(step), "data_layout": data_layout or {}}
         if self.is_chief and not os.path.exists(os.path.join(self.directory, MODEL_CONFIG_FILE)):
             config = keras.saving.serialize_keras_object(self.model)
@@ -165,8 +171,10 @@ class RunCheckpoint:
 
     def save_final_model(self, path=None):
         """Writes the model as `.keras` (default `run_dir/model.keras`) on the chief; other workers write it to a
-        temporary directory that is removed. Returns the chief's path."""
+        temporary directory that is removed. Returns the chief's path. Raises `RunDiverged` instead if a weight is
+        not finite."""
         path = path or os.path.join(self.run_dir, FINAL_MODEL_FILE)
+        check_finite(self.model, self.last_saved_step, os.path.basename(path))
         if self.is_chief:
             save_model_atomically(self.model, path)
             return path

@@ -31,6 +31,7 @@ import time
 from keras_albert import io
 from keras_albert.errors import UserInputError
 from keras_albert.training.logs import log_to_file
+from keras_albert.training.preemption import StopOnSignal, StopSignals, signal_name
 from keras_albert.training.pretrain_settings import PretrainSettings, resolve_settings
 from keras_albert.training.runs import (
     build_model,
@@ -282,11 +283,14 @@ def _report_resume(checkpoint, latest, step, settings, layout, model):
         )
 
 
-def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout):
+def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal):
     from keras_albert.training import callbacks
+    from keras_albert.training.nonfinite import StopOnNonFinite
 
     common = dict(initial_step=initial_step, total_steps=settings.total_steps)
     run = [
+        # Before the checkpoint: a run that keeps diverging stops without saving.
+        StopOnNonFinite(settings.max_nonfinite_steps, initial_step),
         # Throughput first: the callbacks after it print and write its figures from the same logs.
         callbacks.MetricWindows(settings.log_frequency, initial_step),
         callbacks.Throughput(settings.log_frequency, global_batch, settings.max_seq_length, **common),
@@ -296,6 +300,8 @@ def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, lay
         ),
         callbacks.ProgressLogger(settings.log_frequency, settings.total_steps, initial_step, enabled=worker.is_chief),
         callbacks.ProgressBar(enabled=worker.is_chief and not settings.quiet, **common),
+        # After the others, so that the step a signal stops at is logged; `fit`'s end saves its checkpoint.
+        stop_on_signal,
         callbacks.PeriodicCheckpoint(checkpoint, settings.checkpoint_frequency, initial_step, layout),
     ]
     if settings.squad_frequency:
@@ -330,7 +336,18 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
         dict: `model` (the trained `PretrainingModel`), `initial_step` (the step it resumed from, 0 for a new
         run), `step` (the step reached), `total_steps`, `seconds` (of training), `logs` (the values of the last
         log line, with its `step`), `final_model` (path of the `.keras` file, None on other workers than the
-        chief), `output_dir`. All but `model` are also written to `output_dir/summary.json` (chief).
+        chief and in a preempted run), `output_dir`, `preempted`. All but `model` are also written to
+        `output_dir/summary.json` (chief) when the run ends.
+
+        `preempted` is None, or the number of the signal (SIGTERM, SIGINT) that stopped the run before
+        `total_steps`: while `pretrain` runs (in the main thread) these signals only set a flag; training stops
+        after the current step (on every worker: the flag is all-reduced after each step), saves a checkpoint of that
+        step, writes no final model and returns. Calling `pretrain` again with the same settings resumes.
+
+    Raises:
+        UserInputError: a setting or file is wrong.
+        RunDiverged: `max_nonfinite_steps` updates in a row were skipped as non-finite, or a weight is not finite
+            when a checkpoint or the final model would be written (nothing is written; the checkpoints on disk stay).
 
     Example:
     ```python
@@ -355,7 +372,7 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
 
     os.makedirs(settings.output_dir, exist_ok=True)
     with log_to_file(os.path.join(settings.output_dir, LOG_FILE), enabled=worker.is_chief), \
-            precision_policy(settings.mixed_precision):
+            precision_policy(settings.mixed_precision), StopSignals() as stop_signals:
         keras.utils.set_random_seed(settings.seed)
         jit_compile = resolve_jit_compile(settings.jit_compile, strategy)
         model, checkpoint, latest, initial_step = _build_and_restore(settings, strategy, worker, jit_compile, model)
@@ -382,8 +399,11 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
         )
 
         logs, step, start = {}, initial_step, time.perf_counter()
+        stop_on_signal = StopOnSignal(stop_signals, strategy, horovod, worker.num_workers, initial_step=initial_step)
         if initial_step < settings.total_steps:
-            run_callbacks = _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout)
+            run_callbacks = _run_callbacks(
+                settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal
+            )
             model.fit(
                 make_dataset(settings, strategy, initial_step, horovod, dataset),
                 epochs=1,
@@ -396,11 +416,19 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
             step = checkpoint.last_saved_step
         else:
             logger.info("The run is complete: step %d of %d; nothing to train", initial_step, settings.total_steps)
-        final_model = checkpoint.save_final_model()
+        preempted = stop_on_signal.signum if step < settings.total_steps else None
+        if preempted:
+            logger.info(
+                "Stopped by %s at step %d of %d; checkpoint %s-%d saved; run again with the same %s to resume",
+                signal_name(preempted), step, settings.total_steps, os.path.join(checkpoint.directory, "ckpt"), step,
+                name("output_dir"),
+            )
+        final_model = None if preempted else checkpoint.save_final_model()
         result = {
             "initial_step": initial_step,
             "step": step,
             "total_steps": settings.total_steps,
+            "preempted": preempted,
             "seconds": round(time.perf_counter() - start, 3),
             "logs": logs,
             "final_model": final_model,

@@ -73,6 +73,7 @@ class PretrainSettings:
     log_frequency: int = 100
     checkpoint_frequency: int = 5000
     keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 10
     squad_frequency: int = 0
     squad_train_file: str = None
     squad_predict_file: str = None
@@ -97,7 +98,7 @@ def _check_choices(s, model):
 
 def _check_optimization(s):
     for field in ("per_gpu_batch_size", "gradient_accumulation_steps", "total_steps", "log_frequency",
-                  "checkpoint_frequency", "keep_checkpoints", "steps_per_execution"):
+                  "checkpoint_frequency", "keep_checkpoints", "steps_per_execution", "max_nonfinite_steps"):
         check_integer(s, field)
     check_warmup_steps(s)
     check_integer(s, "squad_frequency", minimum=0)
