@@ -152,3 +152,38 @@ def test_a_signal_only_sets_the_flag_a_second_acts_as_usual_and_handlers_are_res
         signal.raise_signal(signal.SIGINT)  # a second signal acts as without the run: KeyboardInterrupt
     assert flags.signum == signal.SIGTERM
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+# Worker 1 sends itself SIGTERM after step 5; worker 0 receives nothing.
+SIGNAL_ONE_WORKER = """
+import json, os, signal, sys
+from keras_albert.training import callbacks
+original = callbacks.ProgressLogger.on_train_batch_end
+def maybe_signal(self, batch, logs=None):
+    original(self, batch, logs)
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1 and self.global_step(batch) == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+callbacks.ProgressLogger.on_train_batch_end = maybe_signal
+from keras_albert.cli import main
+sys.exit(main(json.loads(os.environ["FLAGS"])))
+"""
+
+
+@pytest.mark.large
+def test_a_signal_to_one_of_two_workers_stops_both_at_the_same_step(records):
+    import json
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from multi_worker_harness import run_workers
+
+    output_dir = scratch_dir("two-workers")
+    flags = _flags(records, output_dir, distribution="multi_worker", per_gpu_batch_size=2)
+    started = time.monotonic()
+    results = run_workers(SIGNAL_ONE_WORKER, num_workers=2, timeout=240, env={"FLAGS": json.dumps(flags)},
+                          check=False)
+    for result in results:
+        assert result.returncode == 143, result.log[-4000:]
+        assert f"stopped by SIGTERM at step 5 of {TOTAL}" in result.log, result.log[-4000:]
+    assert _checkpoint_steps(output_dir) == [EVERY, 5]
+    assert not os.path.exists(os.path.join(output_dir, "model.keras"))
+    assert time.monotonic() - started < 240

@@ -77,28 +77,24 @@ class StopOnSignal(keras.callbacks.Callback):
         self.initial_step = int(initial_step)
         self.stopped_step = None
         self.signum = None
-        self._reduce = None
 
     def _any_worker(self, local):
-        """The largest signal number any worker holds (0 for none), all-reduced."""
+        """The signal some worker holds (the first of `SIGNALS` any holds), or 0: an all-reduced sum of one count
+        per signal (tf.distribute reduces by sum or mean only)."""
         import tensorflow as tf
 
-        value = tf.constant([float(local)], tf.float32)
+        value = tf.constant([float(local == signum) for signum in SIGNALS], tf.float32)
         if self.horovod is not None:
-            return int(self.horovod.grouped_allreduce([value], op=self.horovod.Max)[0].numpy()[0])
-        if self._reduce is None:
-            strategy = self.strategy
+            counts = self.horovod.grouped_allreduce([value], op=self.horovod.Sum)[0].numpy()
+        else:
+            # As `pretrain._workers_agree` does it: eagerly, the value captured (not passed as an argument).
+            def replica_fn():
+                context = tf.distribute.get_replica_context()
+                return context.all_reduce(tf.distribute.ReduceOp.SUM, value / context.num_replicas_in_sync)
 
-            @tf.function
-            def reduce(value):
-                def replica_fn(value):
-                    context = tf.distribute.get_replica_context()
-                    return context.all_reduce(tf.distribute.ReduceOp.MAX, value)
-
-                return strategy.experimental_local_results(strategy.run(replica_fn, args=(value,)))[0]
-
-            self._reduce = reduce
-        return int(self._reduce(value).numpy()[0])
+            per_replica = self.strategy.run(replica_fn)
+            counts = self.strategy.experimental_local_results(per_replica)[0].numpy()
+        return next((int(signum) for signum, count in zip(SIGNALS, counts) if count > 0), 0)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.initial_step + int(batch) + 1
