@@ -27,10 +27,6 @@ OPTIMIZERS = ("lamb", "adamw")
 PRECISIONS = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 JIT_COMPILE = ("auto", "true", "false")
 
-# The shortest sequence any run accepts: [CLS] A [SEP] B [SEP] for pretraining (as create-pretraining-data
-# requires), [CLS] question [SEP] context [SEP] for SQuAD.
-MIN_SEQ_LENGTH = 5
-
 
 def preset_name(model_type, model_size):
     return f"{model_type}_{model_size}"

@@ -12,8 +12,8 @@ import contextlib
 import contextvars
 import math
 
+from keras_albert.data.pretraining.settings import MIN_SEQ_LENGTH
 from keras_albert.errors import UserInputError
-from keras_albert.training.choices import MIN_SEQ_LENGTH
 
 _PREFIX = contextvars.ContextVar("keras_albert_setting_prefix", default="")
 

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from keras_albert.data.pretraining.dynamic_masking import DynamicMasker
+from keras_albert.data.pretraining.settings import MIN_SEQ_LENGTH
 from keras_albert.errors import UserInputError
 
 FEATURES = (
@@ -99,7 +100,7 @@ def pretraining_dataset(
 
     for name, value, minimum in (
         ("batch_size", batch_size, 1),
-        ("max_seq_length", max_seq_length, 2),
+        ("max_seq_length", max_seq_length, MIN_SEQ_LENGTH),
         ("max_predictions_per_seq", max_predictions_per_seq, 1),
         ("gradient_accumulation_steps", gradient_accumulation_steps, 1),
     ):

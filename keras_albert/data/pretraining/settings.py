@@ -12,6 +12,10 @@ from keras_albert.errors import UserInputError
 
 BUILDERS = ("compiled", "numpy")
 
+# The shortest sequence any record or window can be: [CLS] A [SEP] B [SEP] (pretraining), [CLS] question [SEP]
+# context [SEP] (SQuAD). Every check of a sequence length in the library uses this one number.
+MIN_SEQ_LENGTH = 5
+
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -62,7 +66,11 @@ class PretrainingDataSettings:
         checks = [
             ("model_type", self.model_type in MODEL_TYPES, "albert or bert"),
             ("masking", self.masking in MASKING_MODES, "one of " + ", ".join(MASKING_MODES)),
-            ("max_seq_length", _is_int(self.max_seq_length) and self.max_seq_length >= 5, "an integer >= 5"),
+            (
+                "max_seq_length",
+                _is_int(self.max_seq_length) and self.max_seq_length >= MIN_SEQ_LENGTH,
+                f"an integer >= {MIN_SEQ_LENGTH}",
+            ),
             (
                 "max_predictions_per_seq",
                 _is_int(self.max_predictions_per_seq) and self.max_predictions_per_seq >= 1,
