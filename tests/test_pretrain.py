@@ -476,3 +476,33 @@ def test_a_dataset_given_must_fit_the_replicas(data):
         resolve_settings(_settings(data["masked"], scratch_dir("both")), dataset=object())
     with pytest.raises(UserInputError, match="^dynamic_masking masks records"):
         resolve_settings(_settings(None, scratch_dir("masking"), dynamic_masking=True), dataset=object())
+
+
+def test_a_resume_with_changed_optimisation_settings_is_refused_unless_allowed(data, capsys):
+    """Resuming with another --learning_rate: one line naming it, exit 2, nothing trained; with
+    --allow_changed_settings the run resumes and logs the change. A new phase loading another run's checkpoint into a
+    new --output_dir (BERT's phase 2) is not a resume and takes other settings freely."""
+    output_dir = scratch_dir("changed")
+    flags = [
+        "pretrain", "--train_files", data["masked"], "--output_dir", output_dir, "--model_size", "tiny",
+        "--per_gpu_batch_size", "4", "--warmup_steps", "1", "--log_frequency", "1", "--checkpoint_frequency", "2",
+        "--jit_compile", "false", "--distribution", "none", "--quiet",
+    ]
+    assert cli.main(flags + ["--total_steps", "2", "--learning_rate", "0.01"]) == 0
+    capsys.readouterr()
+    assert cli.main(flags + ["--total_steps", "4", "--learning_rate", "0.02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--learning_rate 0.01 -> 0.02" in err[0] and "--allow_changed_settings" in err[0], err
+    assert sorted(os.listdir(os.path.join(output_dir, "checkpoints"))).count("ckpt-4.index") == 0
+
+    assert cli.main(flags + ["--total_steps", "4", "--learning_rate", "0.02", "--allow_changed_settings"]) == 0
+    with open(os.path.join(output_dir, "train.log"), encoding="utf-8") as file:
+        log = file.read()
+    assert re.search(r"Settings changed since the previous start: .*--learning_rate 0\.01 -> 0\.02", log), log[-2000:]
+    assert "ckpt-4.index" in os.listdir(os.path.join(output_dir, "checkpoints"))
+
+    phase_2 = scratch_dir("phase-2")
+    assert cli.main(
+        [*flags[:4], phase_2, *flags[5:], "--total_steps", "2", "--learning_rate", "0.005", "--load_from",
+         "checkpoint", "--checkpoint_path", output_dir]
+    ) == 0

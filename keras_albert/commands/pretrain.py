@@ -141,6 +141,10 @@ def add_arguments(parser):
     run.add_argument("--keep_checkpoints", type=int, default=3, help="Checkpoints kept in output_dir/checkpoints.")
     run.add_argument("--max_nonfinite_steps", type=int, default=10,
                      help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
+    run.add_argument("--allow_changed_settings", type=_bool, nargs="?", const=True, default=False,
+                     metavar="true|false",
+                     help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
+                     "layout, precision) changed since the run started; each change is logged.")
     squad = parser.add_argument_group("periodic SQuAD (--squad_frequency)")
     squad.add_argument("--squad_frequency", type=int, default=0,
                        help="Steps between SQuAD evaluations of the encoder (a copy finetuned for --squad_steps); "

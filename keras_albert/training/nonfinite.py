@@ -14,6 +14,12 @@ import keras
 import numpy as np
 
 from keras_albert.errors import RunDiverged
+from keras_albert.training.validation import name
+
+
+def _advice():
+    return (f"check the records, or resume from the latest checkpoint with a lower {name('learning_rate')} and "
+            f"{name('allow_changed_settings')}")
 
 
 def last_finite_loss(model):
@@ -39,8 +45,7 @@ def check_finite(model, step, what):
     if bad:
         raise RunDiverged(
             f"step {step}: {len(bad)} weight(s) are not finite ({bad[0]}{', ...' if len(bad) > 1 else ''}); "
-            f"{what} not written (last finite loss {last_finite_loss(model)}); lower the learning rate or check the "
-            "records, and resume from the latest checkpoint"
+            f"{what} not written (last finite loss {last_finite_loss(model)}); {_advice()}"
         )
 
 
@@ -63,6 +68,5 @@ class StopOnNonFinite(keras.callbacks.Callback):
             step = self.initial_step + int(batch) + 1
             raise RunDiverged(
                 f"step {step}: {streak} updates in a row had a non-finite loss or gradients and were skipped "
-                f"(last finite loss {last_finite_loss(self.model)}); lower the learning rate or check the records, "
-                "and resume from the latest checkpoint"
+                f"(last finite loss {last_finite_loss(self.model)}); {_advice()}"
             )

@@ -74,6 +74,7 @@ class PretrainSettings:
     checkpoint_frequency: int = 5000
     keep_checkpoints: int = 3
     max_nonfinite_steps: int = 10
+    allow_changed_settings: bool = False
     squad_frequency: int = 0
     squad_train_file: str = None
     squad_predict_file: str = None
