@@ -2,7 +2,7 @@
 
 `keras-albert create-pretraining-data --masking ngram` writes records for Persuasion; this test parses them back with
 tf.data and Google's feature spec and counts, from the records alone (never the builder's own counters):
-- the masked share (masked_lm_weights over input_mask) and the 80/10/10 split: what `input_ids` holds at each
+- the masked share (masked_lm_weights over input_mask), the sentence-order balance, and the 80/10/10 split: what `input_ids` holds at each
   `masked_lm_positions` against its label `masked_lm_ids` ([MASK], the same token, another token);
 - whole-word masking: a word (an ALBERT SentencePiece word-start piece, "▁..." or Google's `_is_start_piece_sp`
   rule, and the pieces after it, never across [SEP]) is masked entirely or not at all;
@@ -122,7 +122,7 @@ def _shares(runs):
     return counts / counts.sum()
 
 
-def test_masked_share_and_replacements_counted_in_the_records(written):
+def test_masked_share_replacements_and_sop_balance_counted_in_the_records(written):
     records, tokenizer = written
     assert len(records["input_ids"]) > 4000
     weights = records["masked_lm_weights"]
@@ -133,8 +133,10 @@ def test_masked_share_and_replacements_counted_in_the_records(written):
     as_mask = float((now == tokenizer.mask_id).mean())
     kept = float((now == labels).mean())
     other = float(((now != tokenizer.mask_id) & (now != labels)).mean())
+    swapped = float(records["next_sentence_labels"].mean())
     print(f"\nrecords: {len(weights)} instances, {int(real.sum())} masked tokens, masked share {masked_share:.4f}; "
-          f"[MASK] {as_mask:.4f}, same token {kept:.4f}, other token {other:.4f}")
+          f"[MASK] {as_mask:.4f}, same token {kept:.4f}, other token {other:.4f}; sentence order swapped {swapped:.4f}")
+    assert abs(swapped - 0.5) <= SPLIT_BOUND
     assert abs(masked_share - PROB) <= SHARE_BOUND, masked_share
     assert abs(as_mask - 0.8) <= SPLIT_BOUND and abs(kept - 0.1) <= SPLIT_BOUND and abs(other - 0.1) <= SPLIT_BOUND
     replaced = now[(now != tokenizer.mask_id) & (now != labels)]
