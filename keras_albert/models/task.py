@@ -188,6 +188,19 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         return cls(**config)
 
+    def __call__(self, inputs, *args, **kwargs):
+        """Calls the model on a dict of inputs, selected by name: a dataset's batch (inputs and labels together)
+        works as it is. Keras would map a dict with more keys than the model's inputs onto the inputs by position,
+        putting labels in input slots (on a GPU, where an out-of-range gather returns zeros, silently)."""
+        if isinstance(inputs, dict) and tuple(inputs) != self.input_names_used:
+            missing = [name for name in self.input_names_used if name not in inputs]
+            if missing:
+                raise UserInputError(
+                    f"{type(self).__name__} needs the input(s) {', '.join(missing)}. Received: {', '.join(inputs)}"
+                )
+            inputs = {name: inputs[name] for name in self.input_names_used}
+        return super().__call__(inputs, *args, **kwargs)
+
     # ---------------------------------------------------------------- training
 
     def compile(self, optimizer="adam", gradient_accumulation_steps=1, max_grad_norm=1.0, **kwargs):
