@@ -64,6 +64,34 @@ def build_parser(command=None):
     return parser
 
 
+# Commands that start TensorFlow: its C++ start-up lines (and, on a machine without a GPU, a CUDA "failed call to
+# cuInit" error that reads like a failure) are held back.
+TENSORFLOW_COMMANDS = ("pretrain", "squad", "export", "quickstart")
+
+
+def start_tensorflow_quietly():
+    """Imports TensorFlow and looks for GPUs with the C++ library's start-up output held back (file descriptor 2 is
+    redirected meanwhile: it is written below Python). It is shown after all if the import fails."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # CUDA's start-up (and its complaints) happens here
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -74,6 +102,8 @@ def main(argv=None):
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    if args.command in TENSORFLOW_COMMANDS and "tensorflow" not in sys.modules:
+        start_tensorflow_quietly()
     try:
         return module.run(args) or 0
     except UserInputError as error:

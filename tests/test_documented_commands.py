@@ -107,3 +107,4 @@ def test_documented_command_exists(kind, name, arguments):
                 known = known | _command_flags(entry.group(1))
     unknown = sorted(_flags_used(arguments) - known - {"--help"})
     assert not unknown, f"`{name}` does not accept {', '.join(unknown)}"
+
