@@ -221,3 +221,41 @@ def glob_checkpoints(run):
 
     names = os.listdir(run / "checkpoints") if (run / "checkpoints").is_dir() else []
     return sorted(int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)\.index$").match, names) if m)
+
+
+# SQuAD prediction split over 2 Horovod ranks (each its strided share, assembled by one all-reduce) vs one process.
+SQUAD = r'''
+import os, sys
+import numpy as np
+from keras_albert.distribute import get_strategy
+get_strategy(os.environ["DISTRIBUTION"])
+import keras
+from keras_albert import SquadModel, distribute
+from keras_albert.data import load_tokenizer, squad
+from keras_albert.training.squad_predict import predict_logits
+
+tokenizer = load_tokenizer(os.environ["TOKENIZER"])
+examples = squad.read_squad(squad.austen_squad_path("dev"))[:13]  # an odd count: the ranks' shares differ
+features = squad.convert_examples_to_features(examples, tokenizer, max_seq_length=64, doc_stride=32,
+                                              max_query_length=24)
+keras.utils.set_random_seed(5)
+model = SquadModel.from_preset("albert_tiny", vocabulary_size=tokenizer.vocab_size, max_sequence_length=64)
+start, end = predict_logits(model, features, batch_size=8, verbose=0)
+rank = distribute.worker_info().task_index
+np.savez(os.environ["OUT"] + f".{rank}.npz", start=start, end=end, count=len(features))
+'''
+
+
+def test_squad_prediction_split_over_two_ranks_equals_one_process(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fixtures_data import trained_tokenizer_dir
+
+    env = {"TOKENIZER": trained_tokenizer_dir("albert", 2000)}
+    run_ranks(SQUAD, 2, {**env, "DISTRIBUTION": "horovod", "OUT": str(tmp_path / "two")}, str(tmp_path))
+    run_ranks(SQUAD, 1, {**env, "DISTRIBUTION": "none", "OUT": str(tmp_path / "one")}, str(tmp_path))
+    one = np.load(tmp_path / "one.0.npz")
+    assert int(one["count"]) > 13  # more features than questions, so both ranks predict several
+    for rank in range(2):
+        two = np.load(tmp_path / f"two.{rank}.npz")
+        for key in ("start", "end"):
+            np.testing.assert_allclose(two[key], one[key], atol=1e-5)

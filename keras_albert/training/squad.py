@@ -61,8 +61,15 @@ def training_dataset(features, batch_size, gradient_accumulation_steps=1, strate
 
     from keras_albert.data.squad import squad_dataset
 
+    from keras_albert import distribute
+
     strategy = strategy or tf.distribute.get_strategy()
     per_replica = batch_size * gradient_accumulation_steps
+    horovod = distribute.horovod_module()
+    if horovod is not None and horovod.size() > 1:
+        # One replica per rank: each rank reads its shard of the features.
+        context = tf.distribute.InputContext(horovod.size(), horovod.rank(), horovod.size())
+        return squad_dataset(features, per_replica * horovod.size(), training=True, input_context=context, seed=seed)
     if strategy.num_replicas_in_sync == 1:
         return squad_dataset(features, per_replica, training=True, seed=seed)
     global_batch = per_replica * strategy.num_replicas_in_sync
@@ -124,7 +131,8 @@ def finetune_squad(model, data, settings=None, *, jit_compile="auto", callbacks=
     if isinstance(data, (list, tuple)):
         if not data:
             raise UserInputError("no SQuAD training features (is the training file empty?)")
-        total_steps = total_steps_of(settings, len(data), strategy.num_replicas_in_sync)
+        _, workers, local_replicas = strategy_workers(strategy)
+        total_steps = total_steps_of(settings, len(data), workers * local_replicas)
         dataset = training_dataset(data, settings.per_gpu_batch_size, settings.gradient_accumulation_steps,
                                    strategy, seed=settings.seed)
     elif settings.total_steps is None:
@@ -276,13 +284,13 @@ def run_squad(
                 vocab_size=tokenizer.vocab_size,
                 model=model,
             )
-        total_steps = total_steps_of(settings, len(train_features), strategy.num_replicas_in_sync)
+        replicas = num_workers * strategy_workers(strategy)[2]
+        total_steps = total_steps_of(settings, len(train_features), replicas)
         rows_per_step = settings.per_gpu_batch_size * settings.gradient_accumulation_steps
         print(
             f"SQuAD {version}: {len(train_examples)} training questions ({len(train_features)} features), "
             f"{len(predict_examples)} to predict; {model.model_type} with {model.count_params():,} parameters; "
-            f"{total_steps} steps of {rows_per_step * strategy.num_replicas_in_sync} rows on "
-            f"{strategy.num_replicas_in_sync} replica(s), {num_workers} worker(s)"
+            f"{total_steps} steps of {rows_per_step * replicas} rows on {replicas} replica(s), {num_workers} worker(s)"
         )
         settings = dataclasses.replace(settings, total_steps=total_steps)
         finetune_squad(model, train_features, settings, callbacks=callbacks, verbose=verbose)

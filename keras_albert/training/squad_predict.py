@@ -22,7 +22,13 @@ _INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 
 
 def strategy_workers(strategy):
-    """(index of this worker, number of workers, replicas on this worker) for a tf.distribute strategy."""
+    """(index of this worker, number of workers, replicas on this worker) for a tf.distribute strategy, or for the
+    Horovod ranks (one replica each) when Horovod runs."""
+    from keras_albert import distribute
+
+    horovod = distribute.horovod_module()
+    if horovod is not None and horovod.size() > 1:
+        return horovod.rank(), horovod.size(), 1
     if strategy.num_replicas_in_sync == 1:
         return 0, 1, 1
     local_replicas = len(strategy.extended.worker_devices)
@@ -102,6 +108,10 @@ def _sum_over_workers(strategy, array, local_replicas):
     import numpy as np
     import tensorflow as tf
 
+    from keras_albert import distribute
+
+    if distribute.horovod_module() is not None:
+        return distribute.horovod_all_reduce_sum([tf.constant(array)])[0].numpy()
     zeros = np.zeros_like(array)
     # Replica ids are contiguous per worker (worker w holds w*k .. w*k+k-1): its first replica carries the array.
     values = strategy.experimental_distribute_values_from_function(
