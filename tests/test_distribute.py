@@ -95,7 +95,7 @@ def test_get_strategy_none_and_bad_flag():
 def test_horovod_is_explained_when_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "horovod", None)
     monkeypatch.setitem(sys.modules, "horovod.tensorflow", None)
-    with pytest.raises(UserInputError, match="TensorFlow 2.21"):
+    with pytest.raises(UserInputError, match="bash scripts/build_horovod.sh"):
         distribute.get_strategy("horovod")
 
 

@@ -15,6 +15,8 @@ import time
 
 import keras
 
+from keras_albert.training.preemption import SIGNALS
+
 logger = logging.getLogger("keras_albert")
 
 
@@ -275,4 +277,57 @@ class StopAtStep(_StepCallback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.global_step(batch) >= self.stop_step:
+            self.model.stop_training = True
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Sets `model.stop_training` after the step during which any worker received a signal.
+
+    Args:
+        stop_signals: `StopSignals`. The flag of this process.
+        strategy: `tf.distribute.Strategy` or None. Its workers all-reduce the flag every `frequency` steps.
+        horovod: the `horovod.tensorflow` module, or None; its ranks all-reduce the flag instead.
+        num_workers: int. With one worker the flag is read without a collective.
+        frequency: int. Steps between checks.
+        initial_step: int. Steps done before this `fit`.
+    """
+
+    def __init__(self, stop_signals, strategy=None, horovod=None, num_workers=1, frequency=1, initial_step=0):
+        super().__init__()
+        self.stop_signals = stop_signals
+        self.strategy = strategy
+        self.horovod = horovod
+        self.num_workers = int(num_workers)
+        self.frequency = int(frequency)
+        self.initial_step = int(initial_step)
+        self.stopped_step = None
+        self.signum = None
+
+    def _any_worker(self, local):
+        """The signal some worker holds (the first of `SIGNALS` any holds), or 0: an all-reduced sum of one count
+        per signal (tf.distribute reduces by sum or mean only)."""
+        import tensorflow as tf
+
+        value = tf.constant([float(local == signum) for signum in SIGNALS], tf.float32)
+        if self.horovod is not None:
+            counts = self.horovod.grouped_allreduce([value], op=self.horovod.Sum)[0].numpy()
+        else:
+            # As `pretrain._workers_agree` does it: eagerly, the value captured (not passed as an argument).
+            def replica_fn():
+                context = tf.distribute.get_replica_context()
+                return context.all_reduce(tf.distribute.ReduceOp.SUM, value / context.num_replicas_in_sync)
+
+            per_replica = self.strategy.run(replica_fn)
+            counts = self.strategy.experimental_local_results(per_replica)[0].numpy()
+        return next((int(signum) for signum, count in zip(SIGNALS, counts) if count > 0), 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.initial_step + int(batch) + 1
+        if step % self.frequency:
+            return
+        signum = self.stop_signals.signum or 0
+        if self.num_workers > 1:
+            signum = self._any_worker(signum)
+        if signum:
+            self.signum, self.stopped_step = signum, step
             self.model.stop_training = True

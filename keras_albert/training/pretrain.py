@@ -31,7 +31,7 @@ import time
 from keras_albert import io
 from keras_albert.errors import UserInputError
 from keras_albert.training.logs import log_to_file
-from keras_albert.training.preemption import StopOnSignal, StopSignals, signal_name
+from keras_albert.training.preemption import StopSignals, signal_name
 from keras_albert.training.pretrain_settings import PretrainSettings, resolve_settings
 from keras_albert.training.runs import (
     build_model,
@@ -422,6 +422,8 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
         )
 
         logs, step, start = {}, initial_step, time.perf_counter()
+        from keras_albert.training.callbacks import StopOnSignal
+
         stop_on_signal = StopOnSignal(stop_signals, strategy, horovod, worker.num_workers, initial_step=initial_step)
         if initial_step < settings.total_steps:
             run_callbacks = _run_callbacks(
