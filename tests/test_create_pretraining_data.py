@@ -290,6 +290,15 @@ def _shard_bytes(directory):
     }
 
 
+def _require_compiled():
+    """Skips where the install has no compiled builder (no C compiler), fails instead under
+    KERAS_ALBERT_REQUIRE_COMPILED=1 (CI's machine has a compiler, so the install must have built it)."""
+    if compiled_module() is None:
+        if os.environ.get("KERAS_ALBERT_REQUIRE_COMPILED"):
+            pytest.fail("keras_albert.data.pretraining._instances was not compiled by the install")
+        pytest.skip("this install has no compiled instance builder")
+
+
 @pytest.mark.parametrize(
     "model_type, settings",
     [
@@ -303,10 +312,7 @@ def _shard_bytes(directory):
 )
 def test_compiled_and_numpy_builders_write_identical_records(model_type, settings):
     """The compiled builder (`_instances.c`) against its NumPy twin: the same bytes and counts for every mode."""
-    if compiled_module() is None:
-        if os.environ.get("KERAS_ALBERT_REQUIRE_COMPILED"):
-            pytest.fail("keras_albert.data.pretraining._instances was not compiled by the install")
-        pytest.skip("this install has no compiled instance builder")
+    _require_compiled()
     tokenizer = trained_tokenizer_dir(model_type)
     name = f"{model_type}-" + "-".join(f"{key}={value}" for key, value in settings.items())
     compiled, compiled_summary = run(f"compiled-{name}", tokenizer, dupe_factor=2, **settings)
@@ -391,8 +397,7 @@ def test_checksums_frame_records_as_tensorflows_writer():
 def test_compiled_builder_with_checksums_in_python_writes_the_same_bytes(albert, monkeypatch):
     """Where google-crc32c's C library is not found, the compiled builder leaves the CRC slots to
     `encoding.fill_checksums`: the same shards."""
-    if compiled_module() is None:
-        pytest.skip("this install has no compiled instance builder")
+    _require_compiled()
     monkeypatch.setattr(encoding, "native_crc32c_address", lambda: 0)
     python_crc, _ = run("albert-ngram-python-crc", trained_tokenizer_dir("albert"))
     assert _shard_bytes(python_crc) == _shard_bytes(albert["dir"])
