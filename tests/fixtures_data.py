@@ -46,3 +46,30 @@ def real_bert_vocab():
 def scratch_dir(name):
     """A fresh directory under the session's scratch space."""
     return tempfile.mkdtemp(prefix=f"{name}-", dir=_scratch())
+
+
+def novel_slice(lines):
+    """The first `lines` lines of `NOVEL` as a plain text file (a few seconds of data creation, not minutes)."""
+    import gzip
+
+    path = os.path.join(scratch_dir("slice"), "novel-start.txt")
+    with gzip.open(novel_path(), "rt", encoding="utf-8") as source, open(path, "w", encoding="utf-8") as target:
+        for _, line in zip(range(lines), source):
+            target.write(line)
+    return path
+
+
+def pretraining_records(lines, max_seq_length, max_predictions_per_seq, vocab_size=2000):
+    """A glob of records that `keras-albert create-pretraining-data` writes from `novel_slice(lines)` with an
+    ALBERT tokenizer of `vocab_size` (2 shards, dupe_factor 1, one worker)."""
+    from keras_albert import cli
+
+    directory = scratch_dir("records")
+    status = cli.main([
+        "create-pretraining-data", "--input", novel_slice(lines), "--tokenizer",
+        trained_tokenizer_dir("albert", vocab_size), "--output_dir", directory, "--max_seq_length",
+        str(max_seq_length), "--max_predictions_per_seq", str(max_predictions_per_seq), "--dupe_factor", "1",
+        "--num_shards", "2", "--workers", "1", "--quiet",
+    ])
+    assert status == 0
+    return os.path.join(directory, "*.tfrecord")

@@ -137,3 +137,21 @@ def run_workers(script, num_workers=2, timeout=120, env=None, workdir=None, chec
                 + "\n".join(f"--- worker {r.index} (rc={r.returncode}) ---\n{_tail(r.log)}" for r in failed)
             )
     return results
+
+
+def pretraining_batches(rng, steps, rows, seq, predictions, vocab):
+    """Random pretraining inputs and labels `[steps, rows, ...]`, with masked-LM weights that differ between rows
+    (so that a wrong loss normalisation across workers shows)."""
+    import numpy as np
+
+    weights = (rng.random((steps, rows, predictions)) < 0.6).astype("float32")
+    weights[..., 0] = 1.0
+    return {
+        "input_ids": rng.integers(5, vocab, (steps, rows, seq)).astype("int32"),
+        "input_mask": (np.arange(seq) < rng.integers(6, seq + 1, (steps, rows, 1))).astype("int32"),
+        "segment_ids": np.broadcast_to(np.arange(seq) >= seq // 2, (steps, rows, seq)).astype("int32"),
+        "masked_lm_positions": rng.integers(0, 6, (steps, rows, predictions)).astype("int32"),
+        "masked_lm_ids": rng.integers(5, vocab, (steps, rows, predictions)).astype("int32"),
+        "masked_lm_weights": weights,
+        "next_sentence_labels": rng.integers(0, 2, (steps, rows, 1)).astype("int32"),
+    }

@@ -13,6 +13,9 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+from multi_worker_harness import pretraining_batches  # noqa: E402
+
 pytestmark = pytest.mark.large
 
 STEPS, GLOBAL_ROWS, ACCUMULATION, SEQ, PREDICTIONS, VOCAB = 5, 16, 2, 16, 4, 300
@@ -73,17 +76,7 @@ def run_ranks(script, ranks, env, workdir, timeout=600):
 
 
 def _data(rng):
-    weights = (rng.random((STEPS, GLOBAL_ROWS, PREDICTIONS)) < 0.6).astype("float32")
-    weights[..., 0] = 1.0
-    return {
-        "input_ids": rng.integers(5, VOCAB, (STEPS, GLOBAL_ROWS, SEQ)).astype("int32"),
-        "input_mask": (np.arange(SEQ) < rng.integers(6, SEQ + 1, (STEPS, GLOBAL_ROWS, 1))).astype("int32"),
-        "segment_ids": np.broadcast_to(np.arange(SEQ) >= SEQ // 2, (STEPS, GLOBAL_ROWS, SEQ)).astype("int32"),
-        "masked_lm_positions": rng.integers(0, 6, (STEPS, GLOBAL_ROWS, PREDICTIONS)).astype("int32"),
-        "masked_lm_ids": rng.integers(5, VOCAB, (STEPS, GLOBAL_ROWS, PREDICTIONS)).astype("int32"),
-        "masked_lm_weights": weights,
-        "next_sentence_labels": rng.integers(0, 2, (STEPS, GLOBAL_ROWS, 1)).astype("int32"),
-    }
+    return pretraining_batches(rng, STEPS, GLOBAL_ROWS, SEQ, PREDICTIONS, VOCAB)
 
 
 def _load(prefix):
@@ -173,7 +166,6 @@ def test_pretrain_under_mpiexec_resumes_from_rank_0s_checkpoint(tmp_path):
     import signal
     import time
 
-    sys.path.insert(0, os.path.dirname(__file__))
     from fixtures_data import novel_path, trained_tokenizer_dir
 
     from keras_albert import cli
@@ -247,7 +239,6 @@ np.savez(os.environ["OUT"] + f".{rank}.npz", start=start, end=end, count=len(fea
 
 
 def test_squad_prediction_split_over_two_ranks_equals_one_process(tmp_path):
-    sys.path.insert(0, os.path.dirname(__file__))
     from fixtures_data import trained_tokenizer_dir
 
     env = {"TOKENIZER": trained_tokenizer_dir("albert", 2000)}

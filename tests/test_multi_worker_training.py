@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from multi_worker_harness import run_workers  # noqa: E402
+from multi_worker_harness import pretraining_batches, run_workers  # noqa: E402
 
 STEPS, GLOBAL_ROWS, ACCUMULATION, SEQ, PREDICTIONS, VOCAB = 5, 16, 2, 16, 4, 300
 
@@ -56,17 +56,7 @@ with open(out + ".json", "w") as f:
 
 
 def _data(rng):
-    weights = (rng.random((STEPS, GLOBAL_ROWS, PREDICTIONS)) < 0.6).astype("float32")
-    weights[..., 0] = 1.0
-    return {
-        "input_ids": rng.integers(5, VOCAB, (STEPS, GLOBAL_ROWS, SEQ)).astype("int32"),
-        "input_mask": (np.arange(SEQ) < rng.integers(6, SEQ + 1, (STEPS, GLOBAL_ROWS, 1))).astype("int32"),
-        "segment_ids": np.broadcast_to(np.arange(SEQ) >= SEQ // 2, (STEPS, GLOBAL_ROWS, SEQ)).astype("int32"),
-        "masked_lm_positions": rng.integers(0, 6, (STEPS, GLOBAL_ROWS, PREDICTIONS)).astype("int32"),
-        "masked_lm_ids": rng.integers(5, VOCAB, (STEPS, GLOBAL_ROWS, PREDICTIONS)).astype("int32"),
-        "masked_lm_weights": weights,
-        "next_sentence_labels": rng.integers(0, 2, (STEPS, GLOBAL_ROWS, 1)).astype("int32"),
-    }
+    return pretraining_batches(rng, STEPS, GLOBAL_ROWS, SEQ, PREDICTIONS, VOCAB)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """A pretraining run that diverges stops with one line naming the step and the last finite loss, exit 1, and never
 writes a checkpoint or model with a non-finite weight (so rotation keeps the last good checkpoint)."""
 
-import gzip
 import os
 import re
 
 import numpy as np
 import pytest
 
-from fixtures_data import novel_path, scratch_dir, trained_tokenizer_dir
+from fixtures_data import pretraining_records, scratch_dir
 
 from keras_albert import cli
 
@@ -17,17 +16,7 @@ SEQ, PREDICTIONS, VOCAB = 32, 5, 2000
 
 @pytest.fixture(scope="module")
 def records():
-    text = os.path.join(scratch_dir("slice"), "persuasion-start.txt")
-    with gzip.open(novel_path(), "rt", encoding="utf-8") as source, open(text, "w", encoding="utf-8") as target:
-        for _, line in zip(range(600), source):
-            target.write(line)
-    directory = scratch_dir("records")
-    assert cli.main([
-        "create-pretraining-data", "--input", text, "--tokenizer", trained_tokenizer_dir("albert", VOCAB),
-        "--output_dir", directory, "--max_seq_length", str(SEQ), "--max_predictions_per_seq", str(PREDICTIONS),
-        "--dupe_factor", "1", "--num_shards", "2", "--workers", "1", "--quiet",
-    ]) == 0
-    return os.path.join(directory, "*.tfrecord")
+    return pretraining_records(600, SEQ, PREDICTIONS, VOCAB)
 
 
 def _flags(records, output_dir, **overrides):

@@ -1,7 +1,6 @@
 """Preemption of `keras-albert pretrain`: SIGTERM/SIGINT stop the run at a step boundary with a checkpoint of that
 step, exit 128 + the signal's number, and rerunning the same command resumes exactly."""
 
-import gzip
 import os
 import random
 import re
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from fixtures_data import novel_path, scratch_dir, trained_tokenizer_dir
+from fixtures_data import pretraining_records, scratch_dir
 
 from keras_albert import cli
 
@@ -37,17 +36,7 @@ sys.exit(main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def records():
-    text = os.path.join(scratch_dir("slice"), "persuasion-start.txt")
-    with gzip.open(novel_path(), "rt", encoding="utf-8") as source, open(text, "w", encoding="utf-8") as target:
-        for _, line in zip(range(600), source):
-            target.write(line)
-    directory = scratch_dir("records")
-    assert cli.main([
-        "create-pretraining-data", "--input", text, "--tokenizer", trained_tokenizer_dir("albert", VOCAB),
-        "--output_dir", directory, "--max_seq_length", str(SEQ), "--max_predictions_per_seq", str(PREDICTIONS),
-        "--dupe_factor", "1", "--num_shards", "2", "--workers", "1", "--quiet",
-    ]) == 0
-    return os.path.join(directory, "*.tfrecord")
+    return pretraining_records(600, SEQ, PREDICTIONS, VOCAB)
 
 
 def _flags(records, output_dir, **overrides):
