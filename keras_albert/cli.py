@@ -1,8 +1,8 @@
 """The `keras-albert` command.
 
-Each subcommand lives beside the code it drives, in a module exposing `add_arguments(parser)` and `run(args)`
-(returning an exit status). Modules are imported only when their subcommand runs, so `keras-albert --help` and
-the data commands start without importing TensorFlow.
+Each subcommand is a module of `keras_albert.commands` (the SageMaker launcher: `keras_albert.sagemaker.launch`)
+exposing `add_arguments(parser)` and `run(args)` (returning an exit status). Modules are imported only when their
+subcommand runs, so `keras-albert --help` and the data commands start without importing TensorFlow.
 """
 
 import argparse
@@ -24,7 +24,10 @@ COMMANDS = {
     ),
     "pretrain": ("keras_albert.commands.pretrain", "Pretrain ALBERT or BERT on TFRecords."),
     "squad": ("keras_albert.commands.squad", "Finetune on SQuAD v1.1/v2.0, predict and score."),
-    "evaluate-squad": ("keras_albert.commands.evaluate_squad", "Score predictions with the official SQuAD v1.1/v2.0 rules."),
+    "evaluate-squad": (
+        "keras_albert.commands.evaluate_squad",
+        "Score predictions with the official SQuAD v1.1/v2.0 rules.",
+    ),
     "export": ("keras_albert.commands.export", "Export a checkpoint as a Hugging Face directory."),
     "launch-sagemaker": ("keras_albert.sagemaker.launch", "Launch a pretraining or SQuAD job on SageMaker."),
     "quickstart": (
