@@ -82,7 +82,7 @@ class NonFiniteGuard(keras.metrics.Metric):
     """How many updates in a row were skipped as non-finite, and the last finite loss.
 
     Not listed among the model's `metrics`, so `fit` never resets it between epochs; the training loop reads it to
-    stop a run that keeps diverging (`keras_albert.training.callbacks`).
+    stop a run that keeps diverging (`keras_albert.training.nonfinite`).
     """
 
     def __init__(self, name="nonfinite_guard", **kwargs):
@@ -101,7 +101,7 @@ class NonFiniteGuard(keras.metrics.Metric):
         return self.streak
 
     def reset_state(self):
-        pass  # a streak spans epochs; `restart()` clears it
+        pass  # a streak spans epochs: only a finite update ends it
 
 
 def _split_micro_batches(data, num_micro_batches):
