@@ -136,7 +136,11 @@ def test_two_ranks_train_like_one_process_on_the_whole_batch(runs):
 def test_two_ranks_evaluate_like_one_process(runs):
     (_, logs_0), (_, logs_1) = runs["ranks"]
     single = runs["one"][1]["evaluate"]
-    assert logs_0["evaluate"] == logs_1["evaluate"]
+    # The ranks' metrics come from the same all-reduced sums, yet MPI's reduction may round the last bit differently
+    # on each rank (seen: 6.369268 vs 6.3692679): equal within one rounding, not bit for bit as the weights are.
+    assert logs_0["evaluate"].keys() == logs_1["evaluate"].keys()
+    for key in logs_0["evaluate"]:
+        assert logs_0["evaluate"][key] == pytest.approx(logs_1["evaluate"][key], rel=1e-6), key
     for key in ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"):
         assert logs_0["evaluate"][key] == pytest.approx(single[key], abs=1e-5), key
 
