@@ -73,3 +73,19 @@ def pretraining_records(lines, max_seq_length, max_predictions_per_seq, vocab_si
     ])
     assert status == 0
     return os.path.join(directory, "*.tfrecord")
+
+
+def published_checkpoints(run_dir):
+    """The steps of the complete checkpoints of a pretraining run: those TensorFlow's `checkpoint` pointer names.
+
+    A `ckpt-N.index` file can exist before the pointer is moved to it; a process killed in between resumes from the
+    previous checkpoint, so a test that kills a run must wait for the pointer, not for the files.
+    """
+    import re
+
+    try:
+        with open(os.path.join(run_dir, "checkpoints", "checkpoint"), encoding="utf-8") as file:
+            pointer = file.read()
+    except FileNotFoundError:
+        return []
+    return sorted({int(step) for step in re.findall(r'all_model_checkpoint_paths: "[^"]*ckpt-(\d+)"', pointer)})

@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fixtures_data import novel_path, trained_tokenizer_dir
+from fixtures_data import novel_path, published_checkpoints, trained_tokenizer_dir
 
 TOTAL_STEPS = 40
 CHECKPOINT_EVERY = 4
-
-
-def _checkpoints(run_dir):
-    directory = os.path.join(run_dir, "checkpoints")
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    return sorted(int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)\.index$").match, names) if m)
 
 
 def _command(records, run_dir):
@@ -65,19 +59,19 @@ def test_pretrain_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_p
     records = os.path.join(records_dir, "*.tfrecord")
     straight_dir, killed_dir = str(tmp_path / "straight"), str(tmp_path / "killed")
 
-    # The run to be killed: SIGKILL (no handler, no cleanup) as soon as its first checkpoint's index file exists.
+    # The run to be killed: SIGKILL (no handler, no cleanup) as soon as its first checkpoint is published.
     with open(tmp_path / "first.log", "w+") as log:
         first = subprocess.Popen(_command(records, killed_dir), env=_env(), stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = time.monotonic() + 400
         try:
-            while not _checkpoints(killed_dir) and first.poll() is None and time.monotonic() < deadline:
+            while not published_checkpoints(killed_dir) and first.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
         log.seek(0)
-        killed_after = _checkpoints(killed_dir)
+        killed_after = published_checkpoints(killed_dir)
         assert killed_after, f"no checkpoint before the deadline or the exit; log:\n{log.read()[-4000:]}"
     assert first.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(killed_dir, "model.keras")), "the run ended before the kill"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from fixtures_data import published_checkpoints  # noqa: E402
 from multi_worker_harness import pretraining_batches  # noqa: E402
 
 pytestmark = pytest.mark.large
@@ -191,13 +192,13 @@ def test_pretrain_under_mpiexec_resumes_from_rank_0s_checkpoint(tmp_path):
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 400
     try:
-        while not glob_checkpoints(run) and first.poll() is None and time.monotonic() < deadline:
+        while not published_checkpoints(str(run)) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     log.seek(0)
-    saved = glob_checkpoints(run)
+    saved = published_checkpoints(str(run))
     assert saved, f"no checkpoint within the time limit; log:\n{log.read()[-4000:]}"
     assert not (run / "model.keras").exists(), "the first run finished before it was killed: raise --total_steps"
 
@@ -210,13 +211,6 @@ def test_pretrain_under_mpiexec_resumes_from_rank_0s_checkpoint(tmp_path):
     for a, b in zip(weights_0, weights_1):
         np.testing.assert_array_equal(a, b)
     assert (run / "model.keras").exists()
-
-
-def glob_checkpoints(run):
-    import re
-
-    names = os.listdir(run / "checkpoints") if (run / "checkpoints").is_dir() else []
-    return sorted(int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)\.index$").match, names) if m)
 
 
 # SQuAD prediction split over 2 Horovod ranks (each its strided share, assembled by one all-reduce) vs one process.
