@@ -111,12 +111,23 @@ def _squad_json(items, version="v2.0"):
 def build(corpus_dir=CORPUS_DIR, seed=13, train_paragraphs=200, dev_paragraphs=50, questions_per_paragraph=2,
           impossible_fraction=0.5):
     """Returns `(train, dev)` SQuAD v2.0 dicts built from the `*.txt.gz` novels in `corpus_dir`."""
+    splits = build_splits(corpus_dir, seed, {"train": train_paragraphs, "dev": dev_paragraphs},
+                          questions_per_paragraph, impossible_fraction)
+    return splits["train"], splits["dev"]
+
+
+def usable_paragraph_count(corpus_dir=CORPUS_DIR):
+    """How many paragraphs of the corpus give at least one question (the most `build_splits` can share out)."""
+    return sum(len(pool) for pool in _usable_paragraphs(corpus_dir, random.Random(0)))
+
+
+def _usable_paragraphs(corpus_dir, rng):
+    """Per novel (sorted by file name), its shuffled (novel, title, index, paragraph, questions) that have questions."""
     paths = sorted(
         os.path.join(corpus_dir, name) for name in os.listdir(corpus_dir) if name.endswith(".txt.gz")
     ) if os.path.isdir(corpus_dir) else []
     if not paths:
         raise UserInputError(f"--corpus-dir: no *.txt.gz novels in {corpus_dir}")
-    rng = random.Random(seed)
     pools = []
     for path in paths:
         novel = os.path.basename(path)[: -len(".txt.gz")]
@@ -131,12 +142,34 @@ def build(corpus_dir=CORPUS_DIR, seed=13, train_paragraphs=200, dev_paragraphs=5
                     usable.append((novel, title, index, paragraph, questions))
         rng.shuffle(usable)
         pools.append(usable)
-    # round-robin over the novels so every novel is represented in both splits
+    return pools
+
+
+def build_splits(corpus_dir=CORPUS_DIR, seed=13, paragraphs=None, questions_per_paragraph=2,
+                 impossible_fraction=0.5):
+    """SQuAD v2.0 dicts of disjoint paragraph splits: `paragraphs` maps each split's name to its paragraph count
+    (None: the whole corpus, `{"train": -1}`; one count may be -1: every paragraph the others leave), in order.
+
+    Splits are cut from one round-robin over the novels, in the order given; a split's unanswerable questions borrow
+    questions of its own paragraphs only, so no text of one split appears in another. `build` is the two-split case.
+    """
+    paragraphs = dict(paragraphs or {"train": -1})
+    rng = random.Random(seed)
+    pools = _usable_paragraphs(corpus_dir, rng)
+    # round-robin over the novels so every novel is represented in every split
     chosen = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
-    needed = train_paragraphs + dev_paragraphs
-    if len(chosen) < needed:
-        raise UserInputError(f"the corpus has only {len(chosen)} usable paragraphs, {needed} requested")
-    splits = {"train": chosen[:train_paragraphs], "dev": chosen[train_paragraphs:needed]}
+    rest = [split for split, count in paragraphs.items() if count == -1]
+    if len(rest) > 1 or any(count < -1 for count in paragraphs.values()):
+        raise UserInputError(f"paragraph counts must be >= 0, with at most one -1 (the rest); got {paragraphs}")
+    fixed = sum(count for count in paragraphs.values() if count != -1)
+    if len(chosen) < fixed + (1 if rest else 0):
+        raise UserInputError(f"the corpus has only {len(chosen)} usable paragraphs, {fixed} requested")
+    if rest:
+        paragraphs[rest[0]] = len(chosen) - fixed
+    splits, start = {}, 0
+    for split, count in paragraphs.items():
+        splits[split] = chosen[start : start + count]
+        start += count
 
     results = {}
     for split, paragraphs in splits.items():
@@ -172,7 +205,37 @@ def build(corpus_dir=CORPUS_DIR, seed=13, train_paragraphs=200, dev_paragraphs=5
             items.append((title, context, qas))
         results[split] = _squad_json(items)
         read_squad(results[split], version="2.0")  # every answer really is at its answer_start
-    return results["train"], results["dev"]
+    return results
+
+
+def contexts(dataset):
+    """The set of paragraph texts (contexts) of a SQuAD dict."""
+    return {paragraph["context"] for article in dataset["data"] for paragraph in article["paragraphs"]}
+
+
+def write_text_without(corpus_dir, excluded, output_dir):
+    """Writes each novel of `corpus_dir` to `output_dir/<novel>.txt` without the paragraphs in `excluded`
+    (whitespace-collapsed texts, as contexts hold them); chapters and the other paragraphs keep their blank lines.
+
+    Pretraining on this text never sees a held-apart context (or a question, a sentence of one). Returns the paths.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    paths = []
+    for name in sorted(os.listdir(corpus_dir)):
+        if not name.endswith(".txt.gz"):
+            continue
+        with gzip.open(os.path.join(corpus_dir, name), "rt", encoding="utf-8") as file:
+            pieces = re.split(r"(\n\s*\n)", file.read())  # paragraph, separator, paragraph, ...
+        kept = []
+        for index in range(0, len(pieces), 2):
+            if " ".join(pieces[index].split()) not in excluded:
+                kept.append(pieces[index] + (pieces[index + 1] if index + 1 < len(pieces) else ""))
+        path = os.path.join(output_dir, name[: -len(".gz")])
+        with open(path + ".tmp", "w", encoding="utf-8") as file:
+            file.write("".join(kept))
+        os.replace(path + ".tmp", path)
+        paths.append(path)
+    return paths
 
 
 def _counts(dataset):
