@@ -82,6 +82,9 @@ class PretrainSettings:
     squad_learning_rate: float = 5e-5
     squad_batch_size: int = 32
     squad_max_seq_length: int = None
+    val_files: str = None
+    validation_frequency: int = 2000
+    max_validation_steps: int = 100
     run_name: str = None
     quiet: bool = False
 
@@ -146,7 +149,7 @@ def _check_model_source(s, model):
         raise UserInputError(f"{name('model_size')}={s.model_size} does not exist for {name('model_type')}=bert")
 
 
-def _match_files(patterns):
+def _match_files(patterns, field="train_files"):
     """The local files that the patterns (a glob, a file, or a list of them) match; URLs (gs://, s3://) as given,
     for the reader to glob."""
     files = []
@@ -156,7 +159,7 @@ def _match_files(patterns):
             continue
         matches = sorted(path for path in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(path))
         if not matches:
-            raise UserInputError(f"{name('train_files')}: no file matches {pattern!r}")
+            raise UserInputError(f"{name(field)}: no file matches {pattern!r}")
         files.extend(matches)
     return files
 
@@ -237,6 +240,29 @@ def _check_squad(s):
     check_max_seq_length(s, "squad_max_seq_length")
 
 
+def _check_validation(s):
+    """`val_files` (held-out records of the training records' shapes) and the validation schedule."""
+    from keras_albert.data.summary import read_data_summary
+
+    check_integer(s, "validation_frequency")
+    check_integer(s, "max_validation_steps")
+    if s.validation_frequency % s.steps_per_execution:
+        raise UserInputError(f"{name('validation_frequency')} ({s.validation_frequency}) must be a multiple of "
+                             f"{name('steps_per_execution')} ({s.steps_per_execution})")
+    if not isinstance(s.val_files, str):
+        s.val_files = list(s.val_files)
+        if len(s.val_files) == 1:
+            s.val_files = s.val_files[0]
+    files = _match_files(s.val_files, "val_files")
+    if "://" not in files[0]:
+        summary = read_data_summary(os.path.dirname(files[0]))
+        for field, known in (("max_seq_length", summary.max_seq_length),
+                             ("max_predictions_per_seq", summary.max_predictions_per_seq)):
+            if known is not None and known != getattr(s, field):
+                raise UserInputError(f"{name('val_files')}: the records under {os.path.dirname(files[0])} were "
+                                     f"written with {name(field)}={known}, the training records with {getattr(s, field)}")
+
+
 def resolve_settings(settings, *, model=None, dataset=None):
     """Checks `settings` and fills the values that default to the data (sequence lengths, tokenizer, vocabulary).
 
@@ -284,4 +310,6 @@ def resolve_settings(settings, *, model=None, dataset=None):
                              "vocabulary)")
     if s.squad_frequency:
         _check_squad(s)
+    if s.val_files:
+        _check_validation(s)
     return s
