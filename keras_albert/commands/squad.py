@@ -14,12 +14,27 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 
-from keras_albert.distribute import DISTRIBUTIONS
-from keras_albert.training.choices import LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
+from keras_albert.distribute import DISTRIBUTIONS, worker_info
+from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
+from keras_albert.training.logs import configure_logging
+from keras_albert.training.preemption import signal_name
 from keras_albert.training.squad import run_squad
 from keras_albert.training.squad_settings import TASK_NAMES, SquadRunSettings
 from keras_albert.training.validation import flag_names
+
+
+def _bool(text):
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", "none", ""):
+        return False
+    raise ValueError(text)
+
+
+_bool.__name__ = "true/false"
 
 
 def add_arguments(parser):
@@ -35,7 +50,9 @@ def add_arguments(parser):
     add("--tokenizer", help="Tokenizer directory (spiece.model or vocab.txt). Default: the checkpoint's directory.")
     add("--train_file", help="SQuAD JSON to finetune on. Default: the embedded Jane Austen question set (v2.0).")
     add("--predict_file", help="SQuAD JSON to predict and score. Default: the embedded held-apart Austen questions.")
-    add("--output_dir", default=None, help="Where predictions and scores are written. Default: squad_output.")
+    add("--output_dir", default=None,
+        help="The run directory: checkpoints, model.keras, huggingface/ (the model and tokenizer for transformers), "
+        "predictions and scores. Rerunning with the same directory resumes. Default: squad_output.")
     add("--per_gpu_batch_size", type=int, default=6, help="Rows per replica per micro-batch.")
     add("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimizer update.")
     add("--total_steps", type=int, default=None, help="Optimizer updates. Default: two passes over the features.")
@@ -55,6 +72,21 @@ def add_arguments(parser):
         help="tf.distribute strategy (auto: multi_worker under TF_CONFIG/SageMaker, mirrored on several GPUs).")
     add("--mixed_precision", choices=sorted(PRECISIONS), default="none", help="Mixed-precision compute dtype.")
     add("--seed", type=int, default=42, help="Random seed (initialisation, dropout, shuffling).")
+    run = parser.add_argument_group("long runs (rerunning with the same --output_dir resumes)")
+    run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
+                     help="XLA. auto: on, except under CPU collective strategies, where XLA cannot compile.")
+    run.add_argument("--checkpoint_frequency", type=int, default=1000,
+                     help="Steps between checkpoints in output_dir/checkpoints (one is also saved at the end and when "
+                     "SIGTERM/SIGINT stops the run).")
+    run.add_argument("--keep_checkpoints", type=int, default=3, help="Checkpoints kept in output_dir/checkpoints.")
+    run.add_argument("--log_frequency", type=int, default=100,
+                     help="Steps between log lines (stderr and output_dir/train.log).")
+    run.add_argument("--max_nonfinite_steps", type=int, default=10,
+                     help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
+    run.add_argument("--allow_changed_settings", type=_bool, nargs="?", const=True, default=False,
+                     metavar="true|false",
+                     help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
+                     "layout, precision) changed since the run started; each change is logged.")
 
 
 def settings_from_args(args):
@@ -64,12 +96,23 @@ def settings_from_args(args):
 
 
 def run(args):
-    """Finetunes, predicts, scores; prints the scores and writes them with the predictions to --output_dir."""
+    """Finetunes (or resumes), writes the model and its Hugging Face export, predicts, scores; prints the scores.
+    A run stopped by SIGTERM or SIGINT exits with 128 + the signal's number (143, 130) after one line saying where
+    it stopped."""
+    configure_logging(worker_info().is_chief)
     with flag_names():
         result = run_squad(settings_from_args(args))
+    if result["preempted"]:
+        print(
+            f"keras-albert squad: stopped by {signal_name(result['preempted'])} at step {result['step']} of "
+            f"{result['total_steps']} (checkpoint saved in {result['output_dir']}); run the same command again to "
+            "resume",
+            file=sys.stderr,
+        )
+        return 128 + result["preempted"]
     if result["is_chief"]:
         predictions = result["predictions"]
         print(json.dumps(predictions.scores, indent=2))
         written = ", ".join(sorted(os.path.basename(path) for path in predictions.paths.values()))
-        print(f"wrote {written} to {result['output_dir']}")
+        print(f"wrote {written}, model.keras and huggingface/ to {result['output_dir']}")
     return 0

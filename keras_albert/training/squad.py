@@ -16,16 +16,22 @@ run["predictions"].scores["f1"]
 """
 
 import dataclasses
+import logging
 import math
 import os
+import random
 import sys
 
+from keras_albert import io
 from keras_albert.errors import UserInputError
+from keras_albert.training.logs import log_to_file
+from keras_albert.training.preemption import StopSignals, signal_name
 from keras_albert.training.runs import (
     build_model,
     build_optimizer,
     checkpoint_directory,
     precision_policy,
+    resolve_jit_compile,
     uses_float16,
 )
 from keras_albert.training.squad_predict import SquadPredictions, predict_logits, predict_squad, strategy_workers
@@ -38,7 +44,12 @@ from keras_albert.training.squad_settings import (
 )
 from keras_albert.training.validation import name
 
+logger = logging.getLogger("keras_albert")
+
 DEFAULT_OUTPUT_DIR = "squad_output"
+HUGGINGFACE_DIR = "huggingface"
+SETTINGS_FILE = "settings.json"
+LOG_FILE = "train.log"
 
 __all__ = [
     "SquadPredictions",
@@ -52,29 +63,58 @@ __all__ = [
 ]
 
 
-def training_dataset(features, batch_size, gradient_accumulation_steps=1, strategy=None, seed=None):
-    """Shuffled, repeated SQuAD training batches for `strategy`: per replica, `batch_size * accumulation` rows.
+def _feature_order(num_features, seed, start, num_pipelines, pipeline_id):
+    """Indices of the training features in the order training reads them, from global position `start`: pass `e`
+    over the features is the permutation that `(seed, e)` draws (stateless), so position `start` is reached in
+    constant time (no pass is replayed). Input pipeline `i` of `n` reads positions `i, i + n, ...` of that stream,
+    so every pipeline has data however few the features."""
+    import tensorflow as tf
 
-    Under a strategy with several replicas, each worker reads its shard (`distribute_datasets_from_function`).
+    first_pass, offset = divmod(int(start), num_features)
+
+    def one_pass(index):
+        key = tf.stack([tf.constant(seed, tf.int64), index])
+        return tf.data.Dataset.from_tensor_slices(
+            tf.argsort(tf.random.stateless_uniform([num_features], seed=key), stable=True)
+        )
+
+    order = tf.data.Dataset.range(first_pass, 2**62).flat_map(one_pass).skip(offset)
+    return order.shard(num_pipelines, pipeline_id) if num_pipelines > 1 else order
+
+
+def training_dataset(features, batch_size, gradient_accumulation_steps=1, strategy=None, seed=None, initial_step=0):
+    """Shuffled, repeated SQuAD training batches for `strategy`: per replica, `batch_size * accumulation` rows,
+    positioned after `initial_step` optimizer steps (a resumed run reads what an uninterrupted one would have).
+
+    Under a strategy with several replicas (or Horovod ranks), each input pipeline reads its stride of one seeded
+    stream of passes over all the features (see `_feature_order`).
     """
     import tensorflow as tf
 
-    from keras_albert.data.squad import squad_dataset
-
     from keras_albert import distribute
+    from keras_albert.data.squad.features import features_to_arrays
 
     strategy = strategy or tf.distribute.get_strategy()
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    arrays = {key: tf.constant(value) for key, value in features_to_arrays(features).items()}
     per_replica = batch_size * gradient_accumulation_steps
     horovod = distribute.horovod_module()
+    replicas = horovod.size() if horovod is not None else strategy.num_replicas_in_sync
+    start = int(initial_step) * per_replica * replicas
+
+    def pipeline(num_pipelines, pipeline_id):
+        order = _feature_order(len(features), seed, start, num_pipelines, pipeline_id)
+        batches = order.batch(per_replica, drop_remainder=True)
+        return batches.map(lambda rows: {key: tf.gather(value, rows) for key, value in arrays.items()}).prefetch(
+            tf.data.AUTOTUNE
+        )
+
     if horovod is not None and horovod.size() > 1:
-        # One replica per rank: each rank reads its shard of the features.
-        context = tf.distribute.InputContext(horovod.size(), horovod.rank(), horovod.size())
-        return squad_dataset(features, per_replica * horovod.size(), training=True, input_context=context, seed=seed)
-    if strategy.num_replicas_in_sync == 1:
-        return squad_dataset(features, per_replica, training=True, seed=seed)
-    global_batch = per_replica * strategy.num_replicas_in_sync
+        return pipeline(horovod.size(), horovod.rank())
+    if replicas == 1:
+        return pipeline(1, 0)
     return strategy.distribute_datasets_from_function(
-        lambda context: squad_dataset(features, global_batch, training=True, input_context=context, seed=seed)
+        lambda context: pipeline(context.num_input_pipelines, context.input_pipeline_id)
     )
 
 
@@ -124,8 +164,6 @@ def finetune_squad(model, data, settings=None, *, jit_compile="auto", callbacks=
     predict_squad(model, examples, tokenizer, settings).scores["f1"]
     ```
     """
-    from keras_albert.distribute import resolve_jit_compile
-
     settings = squad_settings(settings, **fields)
     strategy = model.distribute_strategy
     if isinstance(data, (list, tuple)):
@@ -139,6 +177,17 @@ def finetune_squad(model, data, settings=None, *, jit_compile="auto", callbacks=
         raise UserInputError(f"{name('total_steps')} is required to finetune on a dataset")
     else:
         total_steps, dataset = settings.total_steps, data
+    compile_for_squad(model, settings, total_steps, jit_compile)
+    return model.fit(dataset, epochs=1, steps_per_epoch=total_steps, callbacks=callbacks, verbose=verbose,
+                     shuffle=False)
+
+
+def compile_for_squad(model, settings, total_steps, jit_compile="auto"):
+    """Compiles `model` under its strategy's scope with a fresh optimizer of `settings` (warmup + linear decay to
+    `total_steps`), `gradient_accumulation_steps` and `max_grad_norm`; `jit_compile` is a bool or "auto"."""
+    from keras_albert.distribute import resolve_jit_compile
+
+    strategy = model.distribute_strategy
     warmup_steps = total_steps // 10 if settings.warmup_steps is None else settings.warmup_steps
     with strategy.scope():
         optimizer = settings.optimizer
@@ -152,8 +201,6 @@ def finetune_squad(model, data, settings=None, *, jit_compile="auto", callbacks=
             max_grad_norm=settings.max_grad_norm or None,
             jit_compile=resolve_jit_compile(jit_compile, strategy),
         )
-    return model.fit(dataset, epochs=1, steps_per_epoch=total_steps, callbacks=callbacks, verbose=verbose,
-                     shuffle=False)
 
 
 # -------------------------------------------------------------------------------------------------- the run
@@ -216,6 +263,129 @@ def _tokenizer(given, settings):
     )
 
 
+def _json_value(value):
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def _write_run_settings(settings, output_dir, replicas, num_workers, strategy, jit_compile):
+    from keras_albert.version import __version__
+
+    record = {
+        "settings": {key: _json_value(value) for key, value in dataclasses.asdict(settings).items()},
+        "num_replicas": replicas,
+        "num_workers": num_workers,
+        "strategy": type(strategy).__name__,
+        "jit_compile": jit_compile,
+        "keras_albert": __version__,
+    }
+    io.write_json(os.path.join(output_dir, SETTINGS_FILE), record)
+
+
+def _data_layout(settings, num_features, replicas, num_workers):
+    """What decides which features each step reads; a resume with another layout cannot continue exactly."""
+    return {
+        "train_file": settings.train_file,
+        "num_features": num_features,
+        "seed": settings.seed,
+        "per_gpu_batch_size": settings.per_gpu_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "num_replicas": replicas,
+        "num_workers": num_workers,
+        **settings.window(),
+    }
+
+
+def export_finetuned_model(model, tokenizer, directory):
+    """Writes `model` as a Hugging Face directory (`config.json`, `model.safetensors`) with `tokenizer`'s files
+    (`spiece.model` or `vocab.txt` and the tokenizer configs), which transformers' `AutoTokenizer` and
+    `AutoModelForQuestionAnswering` load. The directory appears whole."""
+    with io.atomic_path(directory, directory=True) as staging:
+        model.save_huggingface(staging)
+        tokenizer.save(staging)
+    return directory
+
+
+def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, output_dir, callbacks, verbose):
+    """Finetunes `model` in the run directory `output_dir`, or resumes it from its latest checkpoint: periodic
+    checkpoints, signals stop at a step boundary with a checkpoint. Returns (step reached, signal or None)."""
+    from keras_albert import distribute
+    from keras_albert.training import callbacks as run_callbacks
+    from keras_albert.training.checkpoints import RunCheckpoint
+    from keras_albert.training.nonfinite import StopOnNonFinite
+    from keras_albert.training.pretrain import _check_changed_settings, _workers_agree
+
+    horovod = distribute.horovod_module()
+    _, num_workers, local_replicas = strategy_workers(strategy)
+    replicas = num_workers * local_replicas
+    total_steps = settings.total_steps
+    with StopSignals() as stop_signals:
+        _check_changed_settings(settings)
+        jit_compile = resolve_jit_compile(settings.jit_compile, strategy)
+        compile_for_squad(model, settings, total_steps, jit_compile)
+        with strategy.scope():
+            # Built now, not at the first step, so that a checkpoint can restore the optimizer's slots.
+            model.optimizer.build(model.trainable_variables)
+            checkpoint = RunCheckpoint(output_dir, model, settings.keep_checkpoints, worker)
+            latest = checkpoint.latest
+            initial_step = checkpoint.restore_latest()
+        if num_workers > 1 and not _workers_agree(strategy, initial_step, horovod):
+            raise UserInputError(
+                f"{name('output_dir')}: the workers found different checkpoints under {checkpoint.directory} (this "
+                f"one: step {initial_step}); the output directory must be on a filesystem that every worker sees"
+            )
+        layout = _data_layout(settings, len(train_features), replicas, num_workers)
+        if latest is not None:
+            logger.info("Resuming from %s: step %d of %d", latest, initial_step, total_steps)
+            saved = checkpoint.state.value.get("data_layout", {})
+            changed = sorted(key for key in layout if key in saved and saved[key] != layout[key])
+            if changed:
+                logger.warning(
+                    "the data layout changed since the checkpoint (%s): training continues at step %d, but not on "
+                    "the features an uninterrupted run would have read",
+                    ", ".join(f"{key}: {saved[key]!r} -> {layout[key]!r}" for key in changed), initial_step,
+                )
+        if worker.is_chief:
+            _write_run_settings(settings, output_dir, replicas, num_workers, strategy, jit_compile)
+        stop_on_signal = run_callbacks.StopOnSignal(stop_signals, strategy, horovod, num_workers,
+                                                    initial_step=initial_step)
+        if initial_step >= total_steps:
+            logger.info("The finetuning is complete: step %d of %d; nothing to train", initial_step, total_steps)
+            return initial_step, None
+        dataset = training_dataset(train_features, settings.per_gpu_batch_size, settings.gradient_accumulation_steps,
+                                   strategy, seed=settings.seed, initial_step=initial_step)
+        model.fit(
+            dataset,
+            epochs=1,
+            steps_per_epoch=total_steps - initial_step,
+            callbacks=[
+                # Before the checkpoint: a run that keeps diverging stops without saving.
+                StopOnNonFinite(settings.max_nonfinite_steps, initial_step),
+                run_callbacks.MetricWindows(settings.log_frequency, initial_step),
+                run_callbacks.ProgressLogger(settings.log_frequency, total_steps, initial_step,
+                                             enabled=worker.is_chief),
+                # After the logger, so that the step a signal stops at is logged; `fit`'s end saves its checkpoint.
+                stop_on_signal,
+                run_callbacks.PeriodicCheckpoint(checkpoint, settings.checkpoint_frequency, initial_step, layout),
+                *(callbacks or []),
+            ],
+            verbose=verbose,
+            shuffle=False,
+        )
+    step = checkpoint.last_saved_step
+    preempted = stop_on_signal.signum if step < total_steps else None
+    if preempted:
+        logger.info(
+            "Stopped by %s at step %d of %d; checkpoint %s-%d saved; run again with the same %s to resume",
+            signal_name(preempted), step, total_steps, os.path.join(checkpoint.directory, "ckpt"), step,
+            name("output_dir"),
+        )
+        return step, preempted
+    final_model = checkpoint.save_final_model()
+    if final_model:
+        logger.info("Wrote %s (step %d)", final_model, step)
+    return step, None
+
+
 def run_squad(
     settings=None,
     *,
@@ -227,7 +397,22 @@ def run_squad(
     verbose="auto",
     **fields,
 ):
-    """Finetunes, predicts, scores and writes the predictions and scores: what `keras-albert squad` does.
+    """Finetunes (or resumes), writes the model and its Hugging Face export, predicts, scores and writes the
+    predictions and scores: what `keras-albert squad` does.
+
+    The output directory is a run directory:
+
+    ```
+    output_dir/checkpoints/     every checkpoint_frequency steps, at the end, and when a signal stops the run
+    output_dir/model.keras      the finetuned SquadModel
+    output_dir/huggingface/     its Hugging Face export with the tokenizer (AutoModelForQuestionAnswering)
+    output_dir/predictions.json, nbest_predictions.json, null_odds.json (v2.0), scores.json
+    output_dir/train.log, settings.json
+    ```
+
+    Running again with the same `output_dir` resumes from the latest checkpoint (weights, optimizer, step, dropout
+    RNG states, data position); a finished run only predicts again. While training, SIGTERM and SIGINT stop the run
+    after the current step with a checkpoint of that step (`preempted` in the result; nothing else is written).
 
     Args:
         settings: `SquadRunSettings` or None (the command's defaults).
@@ -241,12 +426,21 @@ def run_squad(
         **fields: `SquadRunSettings` fields replacing those of `settings`.
 
     Returns:
-        dict: `model` (the finetuned `SquadModel`), `predictions` (`SquadPredictions`), `total_steps`,
-        `output_dir`, `is_chief` (whether this worker wrote the files).
+        dict: `model` (the finetuned `SquadModel`), `predictions` (`SquadPredictions`, None when preempted),
+        `total_steps`, `step` (reached), `preempted` (None, or the signal that stopped the run), `output_dir`,
+        `final_model` and `huggingface_dir` (paths, None when not written by this worker), `is_chief` (whether this
+        worker wrote the files).
+
+    Raises:
+        UserInputError: a setting or file is wrong, or the run directory holds a run that these settings would
+            optimise differently (unless `allow_changed_settings`).
+        RunDiverged: `max_nonfinite_steps` updates in a row were skipped as non-finite, or a weight is not finite
+            when a checkpoint or model would be written (nothing is written).
     """
     settings = dataclasses.replace(settings or SquadRunSettings(), **fields)
     check_run_settings(settings, model_given=model is not None)
     output_dir = settings.output_dir or DEFAULT_OUTPUT_DIR
+    settings = dataclasses.replace(settings, output_dir=output_dir)
     version = TASK_NAMES[settings.task_name]
     settings = dataclasses.replace(settings, version_2_with_negative=version == "2.0")
     train_examples, _ = _examples(train_examples, settings.train_file, version, "train_file", "train")
@@ -263,11 +457,14 @@ def run_squad(
     from keras_albert.data import squad
     from keras_albert.models import SquadModel
 
+    worker = distribute.worker_info()
     index, num_workers, _ = strategy_workers(strategy)
     if verbose == "auto":
         # A progress bar on a terminal; one line per epoch in a log file (a bar redrawn there floods it).
         verbose = (1 if sys.stdout.isatty() else 2) if index == 0 else 0
-    with precision_policy(settings.mixed_precision):
+    os.makedirs(output_dir, exist_ok=True)
+    with log_to_file(os.path.join(output_dir, LOG_FILE), enabled=index == 0), \
+            precision_policy(settings.mixed_precision):
         keras.utils.set_random_seed(settings.seed)
         train_features = squad.convert_examples_to_features(train_examples, tokenizer, is_training=True,
                                                             **settings.window())
@@ -293,8 +490,20 @@ def run_squad(
             f"{total_steps} steps of {rows_per_step * replicas} rows on {replicas} replica(s), {num_workers} worker(s)"
         )
         settings = dataclasses.replace(settings, total_steps=total_steps)
-        finetune_squad(model, train_features, settings, callbacks=callbacks, verbose=verbose)
-        predictions = predict_squad(model, predict_examples, tokenizer, settings, dataset=predict_dataset,
-                                    output_dir=output_dir, verbose=verbose)
-    return {"model": model, "predictions": predictions, "total_steps": total_steps, "output_dir": output_dir,
-            "is_chief": index == 0}
+        step, preempted = _finetune_run(settings, model, strategy, worker, tokenizer, train_features, output_dir,
+                                        callbacks, verbose)
+        result = {"model": model, "predictions": None, "total_steps": total_steps, "step": step,
+                  "preempted": preempted, "output_dir": output_dir, "final_model": None, "huggingface_dir": None,
+                  "is_chief": index == 0}
+        if preempted:
+            return result
+        if index == 0:
+            from keras_albert.training.checkpoints import FINAL_MODEL_FILE
+
+            result["final_model"] = os.path.join(output_dir, FINAL_MODEL_FILE)
+            result["huggingface_dir"] = export_finetuned_model(model, tokenizer,
+                                                               os.path.join(output_dir, HUGGINGFACE_DIR))
+            logger.info("Wrote %s (model and tokenizer for transformers)", result["huggingface_dir"])
+        result["predictions"] = predict_squad(model, predict_examples, tokenizer, settings, dataset=predict_dataset,
+                                              output_dir=output_dir, verbose=verbose)
+    return result

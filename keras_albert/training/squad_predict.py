@@ -76,15 +76,15 @@ def _examples_to_dataset(examples):
     return {"data": [{"title": "", "paragraphs": [{"context": "", "qas": qas}]}]}
 
 
-def _local_logits(model, features, batch_size, verbose):
-    """Start/end logits of `features` from this process alone: a plain loop, no distribution, no collective op."""
+def _local_logits(model, features, batch_size, verbose, seq):
+    """Start/end logits `[len(features), seq]` of `features` from this process alone: a plain loop, no
+    distribution, no collective op. A worker whose share is empty (fewer features than workers) predicts nothing."""
     import numpy as np
     import tensorflow as tf
     from tqdm.auto import tqdm
 
     from keras_albert.data.squad import squad_dataset
 
-    seq = features[0].input_ids.shape[0] if features else 0
     if not features:
         return np.zeros((0, seq), np.float32), np.zeros((0, seq), np.float32)
 
@@ -145,8 +145,13 @@ def predict_logits(model, features, batch_size=64, verbose="auto"):
 
         outputs = model.predict(squad_dataset(features, batch_size, training=False), verbose=verbose)
         return (np.asarray(outputs["start_logits"], np.float32), np.asarray(outputs["end_logits"], np.float32))
-    start, end = _local_logits(model, features[index::num_workers], batch_size, verbose=show and index == 0)
-    both = np.zeros((len(features), features[0].input_ids.shape[0], 2), np.float32)
+    if not features:
+        raise UserInputError("no SQuAD features to predict")
+    seq = features[0].input_ids.shape[0]
+    # With fewer features than workers, the last workers' shares are empty: they still enter the all-reduce.
+    start, end = _local_logits(model, features[index::num_workers], batch_size, verbose=show and index == 0,
+                               seq=seq)
+    both = np.zeros((len(features), seq, 2), np.float32)
     both[index::num_workers, :, 0] = start
     both[index::num_workers, :, 1] = end
     both = _sum_over_workers(strategy, both, local_replicas)

@@ -12,7 +12,7 @@ import dataclasses
 import os
 
 from keras_albert.errors import UserInputError
-from keras_albert.training.choices import LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
+from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
 from keras_albert.training.validation import (
     check_choice,
     check_integer,
@@ -87,9 +87,18 @@ class SquadRunSettings(SquadSettings):
         checkpoint_path, model_type, model_size: what `load_from` builds.
         tokenizer: str or None. Tokenizer directory; None: the one beside the checkpoint.
         train_file, predict_file: str or None. SQuAD JSON; None: the embedded Jane Austen questions (v2.0).
-        output_dir: str or None. Where predictions and scores are written; None: `squad_output`.
+        output_dir: str or None. The run directory: checkpoints, `model.keras`, its Hugging Face export
+            (`huggingface/`, with the tokenizer), predictions and scores; None: `squad_output`. A rerun with the
+            same directory resumes from its latest checkpoint.
         distribution: tf.distribute strategy (see `keras_albert.distribute.get_strategy`).
         mixed_precision: `"none"`, `"bf16"` or `"fp16"`.
+        jit_compile: `"auto"`, `"true"` or `"false"`: XLA for the train step (auto: wherever the strategy allows).
+        checkpoint_frequency: int. Optimizer steps between checkpoints (one is also saved at the end of training
+            and when a signal stops it).
+        keep_checkpoints: int. Checkpoints kept in `output_dir/checkpoints`.
+        log_frequency: int. Steps between log lines (stderr and `output_dir/train.log`).
+        max_nonfinite_steps: int. Updates in a row skipped for a non-finite loss or gradients that stop the run.
+        allow_changed_settings: bool. Resume even though optimisation settings changed since the run started.
         The other fields: see `SquadSettings`.
     """
 
@@ -104,6 +113,12 @@ class SquadRunSettings(SquadSettings):
     output_dir: str = None
     distribution: str = "auto"
     mixed_precision: str = "none"
+    jit_compile: str = "auto"
+    checkpoint_frequency: int = 1000
+    keep_checkpoints: int = 3
+    log_frequency: int = 100
+    max_nonfinite_steps: int = 10
+    allow_changed_settings: bool = False
 
 
 def check_squad_settings(s):
@@ -178,8 +193,12 @@ def check_run_settings(s, model_given=False):
     from keras_albert.distribute import DISTRIBUTIONS
 
     for field, choices in (("task_name", tuple(TASK_NAMES)), ("distribution", DISTRIBUTIONS),
-                           ("mixed_precision", tuple(PRECISIONS))):
+                           ("mixed_precision", tuple(PRECISIONS)), ("jit_compile", JIT_COMPILE)):
         check_choice(s, field, choices)
+    for field in ("checkpoint_frequency", "keep_checkpoints", "log_frequency", "max_nonfinite_steps"):
+        check_integer(s, field)
+    if s.output_dir and os.path.exists(s.output_dir) and not os.path.isdir(s.output_dir):
+        raise UserInputError(f"{name('output_dir')} {s.output_dir}: exists and is not a directory")
     if not model_given:
         for field, choices in (("load_from", LOAD_FROM), ("model_type", MODEL_TYPES), ("model_size", MODEL_SIZES)):
             check_choice(s, field, choices)
