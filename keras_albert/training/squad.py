@@ -307,7 +307,8 @@ def export_finetuned_model(model, tokenizer, directory):
 
 def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, output_dir, callbacks, verbose):
     """Finetunes `model` in the run directory `output_dir`, or resumes it from its latest checkpoint: periodic
-    checkpoints, signals stop at a step boundary with a checkpoint. Returns (step reached, signal or None)."""
+    checkpoints, signals stop at a step boundary with a checkpoint; then writes `model.keras` unless a signal
+    stopped it. Returns (step reached, signal or None, path of model.keras or None on other workers)."""
     from keras_albert import distribute
     from keras_albert.training import callbacks as run_callbacks
     from keras_albert.training.checkpoints import RunCheckpoint
@@ -350,7 +351,7 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
                                                     initial_step=initial_step)
         if initial_step >= total_steps:
             logger.info("The finetuning is complete: step %d of %d; nothing to train", initial_step, total_steps)
-            return initial_step, None
+            return initial_step, None, checkpoint.save_final_model()
         dataset = training_dataset(train_features, settings.per_gpu_batch_size, settings.gradient_accumulation_steps,
                                    strategy, seed=settings.seed, initial_step=initial_step)
         model.fit(
@@ -379,11 +380,11 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
             signal_name(preempted), step, total_steps, os.path.join(checkpoint.directory, "ckpt"), step,
             name("output_dir"),
         )
-        return step, preempted
+        return step, preempted, None
     final_model = checkpoint.save_final_model()
     if final_model:
         logger.info("Wrote %s (step %d)", final_model, step)
-    return step, None
+    return step, None, final_model
 
 
 def run_squad(
@@ -490,17 +491,14 @@ def run_squad(
             f"{total_steps} steps of {rows_per_step * replicas} rows on {replicas} replica(s), {num_workers} worker(s)"
         )
         settings = dataclasses.replace(settings, total_steps=total_steps)
-        step, preempted = _finetune_run(settings, model, strategy, worker, tokenizer, train_features, output_dir,
-                                        callbacks, verbose)
+        step, preempted, final_model = _finetune_run(settings, model, strategy, worker, tokenizer, train_features,
+                                                     output_dir, callbacks, verbose)
         result = {"model": model, "predictions": None, "total_steps": total_steps, "step": step,
-                  "preempted": preempted, "output_dir": output_dir, "final_model": None, "huggingface_dir": None,
-                  "is_chief": index == 0}
+                  "preempted": preempted, "output_dir": output_dir, "final_model": final_model,
+                  "huggingface_dir": None, "is_chief": index == 0}
         if preempted:
             return result
         if index == 0:
-            from keras_albert.training.checkpoints import FINAL_MODEL_FILE
-
-            result["final_model"] = os.path.join(output_dir, FINAL_MODEL_FILE)
             result["huggingface_dir"] = export_finetuned_model(model, tokenizer,
                                                                os.path.join(output_dir, HUGGINGFACE_DIR))
             logger.info("Wrote %s (model and tokenizer for transformers)", result["huggingface_dir"])
