@@ -47,6 +47,14 @@ def _one_line_errors(parser):
     parser.error = error
 
 
+class _NameAction(argparse.Action):
+    """`--name`: sets the run's name unless `--run_name` gives it (in either order)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is None:
+            setattr(namespace, self.dest, values)
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a flag's default unless it is None or False (those flags say what they default to)."""
 
@@ -76,6 +84,16 @@ def add_arguments(parser):
     data.add_argument("--tokenizer", default=None,
                       help="Tokenizer directory or file: sets --vocab_size, serves --dynamic_masking and SQuAD, and "
                       "is copied into --output_dir. Default: the one summary.json names.")
+
+    data.add_argument("--val_files", nargs="+", default=None,
+                      help="Held-out pretraining TFRecords (a quoted glob, or files): masked-LM and sentence-order "
+                      "loss and accuracy on them every --validation_frequency steps and at the end, in TensorBoard "
+                      "and metrics.jsonl.")
+    data.add_argument("--validation_frequency", type=int, default=2000,
+                      help="Steps between validations on --val_files.")
+    data.add_argument("--max_validation_steps", type=int, default=100,
+                      help="Batches of --per_gpu_batch_size per replica in each validation: the first ones of "
+                      "--val_files, the same each time (read round again if the files hold fewer).")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_type", default="albert", choices=MODEL_TYPES,
@@ -124,8 +142,12 @@ def add_arguments(parser):
     run.add_argument("--output_dir", default=None,
                      help="Run directory (checkpoints, TensorBoard, model.keras); rerunning with the same directory "
                      "resumes. Default: runs/<run_name>.")
-    run.add_argument("--run_name", "--name", dest="run_name", default=None,
-                     help="Name of the run, for the default --output_dir. Default: <model_type>-<model_size>.")
+    run.add_argument("--run_name", default=None,
+                     help="Name of the run, for the default --output_dir. Default: --name, else "
+                     "<model_type>-<model_size>.")
+    run.add_argument("--name", dest="run_name", action=_NameAction, default=None,
+                     help="The reference's run description: the run's name when --run_name is not given (as in the "
+                     "reference, --run_name wins when both are).")
     run.add_argument("--mixed_precision", default="none", choices=tuple(PRECISIONS),
                      help="bf16 (Ampere+ GPUs, TPUs) or fp16 (with dynamic loss scaling); weights stay float32.")
     run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
@@ -146,7 +168,7 @@ def add_arguments(parser):
                      help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
                      "layout, precision) changed since the run started; each change is logged.")
     squad = parser.add_argument_group("periodic SQuAD (--squad_frequency)")
-    squad.add_argument("--squad_frequency", type=int, default=0,
+    squad.add_argument("--squad_frequency", "--squad_freq", type=int, default=0,
                        help="Steps between SQuAD evaluations of the encoder (a copy finetuned for --squad_steps); "
                        "0 turns them off. Needs --tokenizer or a summary.json naming one.")
     squad.add_argument("--squad_train_file", default=None,

@@ -1,4 +1,5 @@
-"""Callbacks of a pretraining run: throughput, metric windows, log lines, TensorBoard scalars, checkpoints.
+"""Callbacks of a pretraining run: throughput, metric windows, log lines, TensorBoard scalars, `metrics.jsonl`,
+validation on held-out records, checkpoints.
 
 All of them count in global steps (optimizer updates since the start of the run, resumes included): a callback
 built with `initial_step=N` for a `fit` that continues a run at step N calls the first step N + 1. They expect
@@ -74,6 +75,11 @@ class Throughput(_StepCallback):
         logs["sequences_per_second"] = steps_per_second * self.global_batch_size
         logs["tokens_per_second"] = steps_per_second * self.global_batch_size * self.sequence_length
         self._start, self._start_step = now, step
+
+    def pause(self, seconds):
+        """Leaves `seconds` spent outside training (a validation pass) out of the current window."""
+        if self._start is not None:
+            self._start += seconds
 
 
 class MetricWindows(_StepCallback):
@@ -195,6 +201,125 @@ class TensorBoardScalars(_StepCallback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+
+class MetricsLog(_StepCallback):
+    """Writes the training values of every `frequency`-th step (and of the last) to the run's `metrics.jsonl`.
+
+    At the start of training it calls `metrics_file.start(initial_step)`, which drops the lines of steps after the
+    checkpoint the run resumes from; list it before `Validation`, which writes to the same file.
+
+    Args:
+        metrics_file: `keras_albert.training.logs.MetricsFile` (its `enabled` says whether this worker writes).
+        frequency: int. Steps between lines (the log windows).
+        initial_step: int. Steps done before this `fit`.
+        total_steps: int or None. The last step, always written.
+    """
+
+    def __init__(self, metrics_file, frequency, initial_step=0, total_steps=None):
+        super().__init__(frequency, initial_step, total_steps)
+        self.metrics_file = metrics_file
+
+    def on_train_begin(self, logs=None):
+        self.metrics_file.start(self.initial_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.global_step(batch)
+        if not self.metrics_file.enabled or not self.closes_window(step):
+            return
+        values = {key: value for key, value in (logs or {}).items() if isinstance(value, (int, float))}
+        values["learning_rate"] = current_learning_rate(self.model)
+        self.metrics_file.write(step, "train", values)
+
+    def on_train_end(self, logs=None):
+        self.metrics_file.close()
+
+
+def _metric_state(model):
+    """The model's metric variables, component by component (a tf.distribute variable holds one per local replica):
+    read and written back locally, without a collective and without the sum a cross-replica read would take."""
+    strategy = model.distribute_strategy
+    components = [strategy.experimental_local_results(variable.value) for variable in model.metrics_variables]
+    return [(parts, [part.numpy() for part in parts]) for parts in components]
+
+
+def _restore_metric_state(state):
+    for parts, values in state:
+        for part, value in zip(parts, values):
+            part.assign(value)
+
+
+class Validation(_StepCallback):
+    """Evaluates the model on held-out data every `frequency` steps and at the last step, during training.
+
+    `model.evaluate(dataset, steps=steps)` runs on every worker (its reductions are collective; the decision to
+    validate depends only on the step, the same everywhere); the chief writes the results to `metrics.jsonl`
+    (split "validation"), to TensorBoard (`log_dir`, the same tags as training: TensorBoard shows the two runs on one
+    chart) and to the log. `evaluate` resets the model's metrics: the training window's values are put back
+    afterwards, and the time it takes is left out of the throughput figures. A step at which a signal stopped the
+    run is not validated (the run saves its checkpoint and exits).
+
+    Args:
+        dataset: what `model.evaluate` reads (a distributed dataset under a strategy): it must restart at the same
+            examples whenever it is iterated (no shuffle), and hold at least `steps` batches (e.g. repeat).
+        frequency: int. Steps between validations.
+        steps: int. Batches (per replica) of each validation.
+        initial_step: int. Steps done before this `fit`.
+        total_steps: int or None. The last step, always validated.
+        metrics_file: `MetricsFile` or None.
+        log_dir: str or None. TensorBoard directory of the validation scalars (None: not written).
+        throughput: `Throughput` or None. Told how long each validation took.
+        enabled: bool. False on workers other than the chief: they evaluate but write and log nothing.
+    """
+
+    def __init__(self, dataset, frequency, steps, initial_step=0, total_steps=None, metrics_file=None,
+                 log_dir=None, throughput=None, enabled=True):
+        super().__init__(frequency, initial_step, total_steps)
+        self.dataset = dataset
+        self.steps = int(steps)
+        self.metrics_file = metrics_file
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.throughput = throughput
+        self.enabled = enabled
+        self.last_results = {}  # the latest validation's values, with its "step"
+        self._writer = None
+
+    def validate(self, step):
+        start = time.perf_counter()
+        state = _metric_state(self.model)
+        results = self.model.evaluate(self.dataset, steps=self.steps, verbose=0, return_dict=True)
+        _restore_metric_state(state)
+        results = {key: float(value) for key, value in results.items()}
+        self.last_results = {"step": step, **results}
+        if self.enabled:
+            logger.info("step %d/%s  validation  %s", step, self.total_steps, format_logs(results))
+            if self.metrics_file is not None:
+                self.metrics_file.write(step, "validation", results)
+            if self.log_dir is not None:
+                self._write_scalars(step, results)
+        if self.throughput is not None:
+            self.throughput.pause(time.perf_counter() - start)
+        return results
+
+    def _write_scalars(self, step, results):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=step):
+            for key, value in results.items():
+                tf.summary.write(key, tf.constant(value, tf.float32), metadata=scalar_metadata())
+        self._writer.flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.global_step(batch)
+        if self.closes_window(step) and not self.model.stop_training:
+            self.validate(step)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
             self._writer.close()
             self._writer = None
 

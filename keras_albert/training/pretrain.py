@@ -11,12 +11,15 @@ output_dir/model.keras    the final model, for `SquadModel.from_pretraining` and
 output_dir/train.log      the log lines
 output_dir/settings.json  the settings of the latest start
 output_dir/summary.json   the step reached, the last logged values (losses, throughput), the seconds it took
+output_dir/metrics.jsonl  one JSON object a line: training values every log_frequency steps, validation values on
+                          val_files every validation_frequency steps and at the end (see training/logs.py)
 ```
 
 Running again with the same `output_dir` resumes from the latest checkpoint: weights, optimizer state and step count
-(so the learning-rate schedule continues), dropout RNG states and the data position (the input pipeline is skipped
-by the steps done; with a seeded shuffle the batches are those an uninterrupted run would have seen, provided files,
-seed, batch sizes and the number of replicas are unchanged).
+(so the learning-rate schedule continues), dropout RNG states and the data position (the reader starts at the record
+where the steps done end, in time independent of their number: its shuffles and masks are stateless functions of
+the seed, epoch and position; the batches are those an uninterrupted run would have seen, provided files, seed,
+batch sizes and the number of replicas are unchanged).
 
 Everything one run does happens in `pretrain`, top to bottom: settings, strategy, precision, model and optimizer,
 restore, callbacks, `fit`, final model.
@@ -68,10 +71,13 @@ def data_layout(settings, num_replicas, num_workers, dataset_given=False):
     }
 
 
-def _records_fn(settings):
+def _records_fn(settings, steps_done=0):
     from keras_albert.data import pretraining_dataset
 
     def dataset_fn(context):
+        # Each step takes one batch per replica from this pipeline (round-robin over its replicas); the reader
+        # starts after them in constant time (no replay of the pipeline).
+        replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
         return pretraining_dataset(
             settings.train_files,
             settings.per_gpu_batch_size,
@@ -82,11 +88,39 @@ def _records_fn(settings):
             shuffle=settings.shuffle,
             repeat=True,
             seed=settings.seed,
+            skip_batches=steps_done * replicas_per_pipeline,
             dynamic_masking=settings.dynamic_masking,
             tokenizer=settings.tokenizer if settings.dynamic_masking else None,
         )
 
     return dataset_fn
+
+
+def make_validation_dataset(settings, strategy, horovod=None):
+    """The held-out records of `settings.val_files`, in file order (no shuffle: every validation reads the same
+    first `max_validation_steps` batches of `per_gpu_batch_size` rows per replica, repeating the records if they
+    hold fewer), distributed like the training data."""
+    import tensorflow as tf
+
+    from keras_albert.data import pretraining_dataset
+
+    def dataset_fn(context):
+        return pretraining_dataset(
+            settings.val_files,
+            settings.per_gpu_batch_size,
+            settings.max_seq_length,
+            settings.max_predictions_per_seq,
+            input_context=context,
+            shuffle=False,
+            repeat=True,
+            seed=settings.seed,
+            dynamic_masking=settings.dynamic_masking,
+            tokenizer=settings.tokenizer if settings.dynamic_masking else None,
+        )
+
+    if horovod is not None:
+        return dataset_fn(tf.distribute.InputContext(horovod.size(), horovod.rank(), horovod.size()))
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def make_dataset(settings, strategy, steps_done, horovod=None, dataset=None):
@@ -95,12 +129,12 @@ def make_dataset(settings, strategy, steps_done, horovod=None, dataset=None):
 
     `dataset` (given from Python) replaces the records of `settings.train_files`: a function of a
     `tf.distribute.InputContext` returning one pipeline's per-replica batches, or, on one replica, a `tf.data.Dataset`.
+    The records of `train_files` start at the position of `steps_done` in constant time; a dataset given from
+    Python is skipped batch by batch.
     """
-    import tensorflow as tf
-
     replicas = horovod.size() if horovod is not None else strategy.num_replicas_in_sync
     if dataset is None:
-        dataset_fn = _records_fn(settings)
+        return _distribute(_records_fn(settings, steps_done), strategy, horovod)
     elif callable(dataset):
         dataset_fn = dataset
     elif replicas == 1:
@@ -114,14 +148,20 @@ def make_dataset(settings, strategy, steps_done, horovod=None, dataset=None):
     def positioned(context):
         pipeline = dataset_fn(context)
         if steps_done:
-            # Each step takes one batch per replica from this pipeline (round-robin over its replicas).
+            # A dataset given from Python is opaque: skipped batch by batch.
             replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
             pipeline = pipeline.skip(steps_done * replicas_per_pipeline)
         return pipeline
 
+    return _distribute(positioned, strategy, horovod)
+
+
+def _distribute(dataset_fn, strategy, horovod):
+    import tensorflow as tf
+
     if horovod is not None:
-        return positioned(tf.distribute.InputContext(horovod.size(), horovod.rank(), horovod.size()))
-    return strategy.distribute_datasets_from_function(positioned)
+        return dataset_fn(tf.distribute.InputContext(horovod.size(), horovod.rank(), horovod.size()))
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def _workers_agree(strategy, value, horovod=None):
@@ -307,27 +347,39 @@ def _report_resume(checkpoint, latest, step, settings, layout, model):
         )
 
 
-def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal):
+def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal,
+                   validation_dataset=None):
     from keras_albert.training import callbacks
+    from keras_albert.training.logs import METRICS_FILE, MetricsFile
     from keras_albert.training.nonfinite import StopOnNonFinite
 
     common = dict(initial_step=initial_step, total_steps=settings.total_steps)
+    metrics_file = MetricsFile(os.path.join(settings.output_dir, METRICS_FILE), enabled=worker.is_chief)
+    throughput = callbacks.Throughput(settings.log_frequency, global_batch, settings.max_seq_length, **common)
     run = [
         # Before the checkpoint: a run that keeps diverging stops without saving.
         StopOnNonFinite(settings.max_nonfinite_steps, initial_step),
         # Throughput first: the callbacks after it print and write its figures from the same logs.
         callbacks.MetricWindows(settings.log_frequency, initial_step),
-        callbacks.Throughput(settings.log_frequency, global_batch, settings.max_seq_length, **common),
+        throughput,
         callbacks.TensorBoardScalars(
             os.path.join(settings.output_dir, TENSORBOARD_DIR), settings.log_frequency, enabled=worker.is_chief,
             **common,
         ),
         callbacks.ProgressLogger(settings.log_frequency, settings.total_steps, initial_step, enabled=worker.is_chief),
         callbacks.ProgressBar(enabled=worker.is_chief and not settings.quiet, **common),
+        callbacks.MetricsLog(metrics_file, settings.log_frequency, **common),
         # After the others, so that the step a signal stops at is logged; `fit`'s end saves its checkpoint.
         stop_on_signal,
         callbacks.PeriodicCheckpoint(checkpoint, settings.checkpoint_frequency, initial_step, layout),
     ]
+    if validation_dataset is not None:
+        # After the signal check (a stopping run is not validated), before the checkpoint of the same step.
+        run.insert(-1, callbacks.Validation(
+            validation_dataset, settings.validation_frequency, settings.max_validation_steps, **common,
+            metrics_file=metrics_file, log_dir=os.path.join(settings.output_dir, TENSORBOARD_DIR, "validation"),
+            throughput=throughput, enabled=worker.is_chief,
+        ))
     if settings.squad_frequency:
         run.append(_squad_callback(settings, worker))
     return run
@@ -359,7 +411,8 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
     Returns:
         dict: `model` (the trained `PretrainingModel`), `initial_step` (the step it resumed from, 0 for a new
         run), `step` (the step reached), `total_steps`, `seconds` (of training), `logs` (the values of the last
-        log line, with its `step`), `final_model` (path of the `.keras` file, None on other workers than the
+        log line, with its `step`), `validation` (the values of the last validation on `val_files`, with its `step`;
+        empty without `val_files`), `final_model` (path of the `.keras` file, None on other workers than the
         chief and in a preempted run), `output_dir`, `preempted`. All but `model` are also written to
         `output_dir/summary.json` (chief) when the run ends.
 
@@ -421,13 +474,14 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
             settings.per_gpu_batch_size, settings.optimizer, jit_compile, settings.mixed_precision,
         )
 
-        logs, step, start = {}, initial_step, time.perf_counter()
+        logs, validation, step, start = {}, {}, initial_step, time.perf_counter()
         from keras_albert.training.callbacks import StopOnSignal
 
         stop_on_signal = StopOnSignal(stop_signals, strategy, horovod, worker.num_workers, initial_step=initial_step)
         if initial_step < settings.total_steps:
             run_callbacks = _run_callbacks(
-                settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal
+                settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal,
+                make_validation_dataset(settings, strategy, horovod) if settings.val_files else None,
             )
             model.fit(
                 make_dataset(settings, strategy, initial_step, horovod, dataset),
@@ -438,6 +492,7 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
                 shuffle=False,  # the dataset shuffles (seeded); Keras would only warn
             )
             logs = next(c.last_logs for c in run_callbacks if hasattr(c, "last_logs"))
+            validation = next((c.last_results for c in run_callbacks if hasattr(c, "last_results")), {})
             step = checkpoint.last_saved_step
         else:
             logger.info("The run is complete: step %d of %d; nothing to train", initial_step, settings.total_steps)
@@ -456,6 +511,7 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
             "preempted": preempted,
             "seconds": round(time.perf_counter() - start, 3),
             "logs": logs,
+            "validation": validation,
             "final_model": final_model,
             "output_dir": settings.output_dir,
         }

@@ -1,0 +1,172 @@
+"""Validation during pretraining (`--val_files`, `--validation_frequency`, `--max_validation_steps`) and the run's
+`metrics.jsonl`: the values written equal `model.evaluate` on the same records with the same weights, and a NumPy
+computation of the masked-LM and sentence-order figures from the model's logits; a resumed run appends without
+repeating a step."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fixtures_data import pretraining_records, scratch_dir
+
+from keras_albert import cli
+
+SEQ, PREDICTIONS = 32, 5
+VALIDATION_STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def records():
+    # Training records from the first 900 lines of the novel, held-out ones from the first 250 (another build of
+    # the same tokenizer's records: only their values matter here, not whether the text was seen).
+    return {"train": pretraining_records(900, SEQ, PREDICTIONS), "val": pretraining_records(250, SEQ, PREDICTIONS)}
+
+
+def _settings(records, output_dir, **overrides):
+    from keras_albert.training.pretrain import PretrainSettings
+
+    values = dict(
+        train_files=records["train"], val_files=records["val"], output_dir=output_dir, model_size="tiny",
+        per_gpu_batch_size=4, gradient_accumulation_steps=2, total_steps=5, warmup_steps=1, learning_rate=1e-2,
+        log_frequency=2, checkpoint_frequency=2, keep_checkpoints=5, validation_frequency=2,
+        max_validation_steps=VALIDATION_STEPS, distribution="none", jit_compile="false", quiet=True, seed=3,
+    )
+    values.update(overrides)
+    return PretrainSettings(**values)
+
+
+def _numpy_figures(model, dataset, steps):
+    """Masked-LM and sentence-order loss and accuracy from the model's logits, in NumPy: per batch, the weighted
+    token cross-entropy over the sum of `masked_lm_weights` and the mean sentence-order cross-entropy, then the
+    mean over batches (what Keras' `evaluate` reports: the mean of the batches' values)."""
+    per_batch = {"mlm_loss": [], "mlm_accuracy": [], "sop_loss": [], "sop_accuracy": []}
+    for batch in dataset.take(steps):
+        batch = {key: value.numpy() for key, value in batch.items()}
+        outputs = model.predict_on_batch(batch)
+        logits = np.asarray(outputs["mlm_logits"], np.float64)
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        ids, weights = batch["masked_lm_ids"], batch["masked_lm_weights"].astype(np.float64)
+        token_loss = -np.take_along_axis(log_probs, ids[..., None], -1)[..., 0]
+        per_batch["mlm_loss"].append((weights * token_loss).sum() / weights.sum())
+        per_batch["mlm_accuracy"].append((weights * (logits.argmax(-1) == ids)).sum() / weights.sum())
+        sop = np.asarray(outputs["sentence_order_logits"], np.float64)
+        sop_log_probs = sop - sop.max(-1, keepdims=True)
+        sop_log_probs -= np.log(np.exp(sop_log_probs).sum(-1, keepdims=True))
+        labels = batch["next_sentence_labels"].reshape(-1)
+        per_batch["sop_loss"].append(-sop_log_probs[np.arange(len(labels)), labels].mean())
+        per_batch["sop_accuracy"].append((sop.argmax(-1) == labels).mean())
+    return {key: float(np.mean(values)) for key, values in per_batch.items()}
+
+
+def _lines(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
+def test_metrics_jsonl_holds_validation_equal_to_evaluate_with_the_same_weights(records):
+    import keras
+
+    from keras_albert.data import pretraining_dataset
+    from keras_albert.models import PretrainingModel
+    from keras_albert.training.checkpoints import restore_weights
+    from keras_albert.training.pretrain import pretrain
+
+    run_dir = scratch_dir("validated")
+    result = pretrain(_settings(records, run_dir))
+    lines = _lines(run_dir)
+    validation = {line["step"]: line for line in lines if line["split"] == "validation"}
+    train = {line["step"]: line for line in lines if line["split"] == "train"}
+    assert sorted(validation) == [2, 4, 5] and sorted(train) == [2, 4, 5]
+    assert all(set(line) >= {"loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"} for line in lines)
+    assert {"learning_rate", "grad_norm"} <= set(train[2]) and "learning_rate" not in validation[2]
+    assert result["validation"]["step"] == 5
+    assert result["validation"]["mlm_loss"] == pytest.approx(validation[5]["mlm_loss"], abs=1e-6)
+
+    # The oracle: a fresh model holding each validated step's weights (the checkpoint of that step), evaluated by
+    # Keras on the held-out records read again, and the same figures computed in NumPy from its logits.
+    def held_out():
+        return pretraining_dataset(records["val"], 4, SEQ, PREDICTIONS, shuffle=False, repeat=True, seed=3)
+
+    differences = []
+    for step in (2, 4, 5):
+        restored = PretrainingModel.from_preset("albert_tiny", vocabulary_size=2000)
+        restore_weights(restored, os.path.join(run_dir, "checkpoints", f"ckpt-{step}"))
+        # Copied into a model of its own: the checkpoint's optimizer slots wait, as deferred restorations, for the
+        # optimizer of the model they were read into.
+        model = PretrainingModel.from_preset("albert_tiny", vocabulary_size=2000)
+        model.set_weights(restored.get_weights())
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        expected = model.evaluate(held_out(), steps=VALIDATION_STEPS, verbose=0, return_dict=True)
+        numpy_figures = _numpy_figures(model, held_out(), VALIDATION_STEPS)
+        for key in ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"):
+            assert validation[step][key] == pytest.approx(float(expected[key]), abs=1e-5), (step, key)
+            differences.append(abs(validation[step][key] - float(expected[key])))
+        for key, value in numpy_figures.items():
+            assert validation[step][key] == pytest.approx(value, abs=1e-5), (step, key)
+            differences.append(abs(validation[step][key] - value))
+    print(f"metrics.jsonl vs evaluate and NumPy: max abs difference {max(differences):.2e} (bound 1e-5)")
+    # Validation does not disturb training: the step-4 training window holds steps 3-4 only, not validation values.
+    assert train[4]["mlm_loss"] != pytest.approx(validation[4]["mlm_loss"], abs=1e-3)
+
+    # TensorBoard: the validation scalars under tensorboard/validation, at the validated steps.
+    import tensorflow as tf
+
+    events = tf.io.gfile.glob(os.path.join(run_dir, "tensorboard", "validation", "events.*"))
+    seen = {}
+    for path in events:
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                seen.setdefault(value.tag, []).append(event.step)
+    assert sorted(seen["mlm_loss"]) == [2, 4, 5] and sorted(seen["sop_accuracy"]) == [2, 4, 5]
+
+
+def test_resume_appends_to_metrics_jsonl_without_repeating_a_step(records):
+    import keras
+
+    from keras_albert.training.pretrain import pretrain
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 5:
+                raise RuntimeError("simulated crash after step 5")
+
+    run_dir = scratch_dir("resumed")
+    settings = _settings(records, run_dir, total_steps=6, log_frequency=1, checkpoint_frequency=4,
+                         validation_frequency=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain(settings, callbacks=[Crash()])
+    # The crash came after step 5 was logged, and after the checkpoint of step 4.
+    assert max(line["step"] for line in _lines(run_dir)) == 5
+    result = pretrain(settings)
+    assert result["initial_step"] == 4
+    lines = _lines(run_dir)
+    train = [line["step"] for line in lines if line["split"] == "train"]
+    validation = [line["step"] for line in lines if line["split"] == "validation"]
+    assert train == [1, 2, 3, 4, 5, 6]
+    assert validation == [2, 4, 6]
+
+
+def test_command_flags_and_errors(records, capsys):
+    from keras_albert.commands import pretrain as command
+
+    parser = cli.build_parser("pretrain")
+    args = parser.parse_args(["pretrain", "--train_files", "a", "--val_files", "v/*.tfrecord",
+                              "--validation_frequency", "500", "--max_validation_steps", "20"])
+    settings = command.settings_from_args(args)
+    assert (settings.val_files, settings.validation_frequency, settings.max_validation_steps) == (
+        ["v/*.tfrecord"], 500, 20)
+    run_dir = scratch_dir("bad-val")
+    status = cli.main(["pretrain", "--train_files", records["train"], "--val_files", "/nonexistent/*.tfrecord",
+                       "--output_dir", run_dir, "--model_size", "tiny", "--total_steps", "2", "--warmup_steps", "1"])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["keras-albert pretrain: error: --val_files: no file matches '/nonexistent/*.tfrecord'"]
+    status = cli.main(["pretrain", "--train_files", records["train"], "--val_files", records["val"],
+                       "--output_dir", run_dir, "--model_size", "tiny", "--total_steps", "2", "--warmup_steps", "1",
+                       "--validation_frequency", "0"])
+    assert status == 2
+    assert "--validation_frequency must be an integer >= 1" in capsys.readouterr().err
