@@ -31,7 +31,6 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 from keras_albert import io
@@ -141,8 +140,7 @@ def create_pretraining_data(
     shards = spill = None
     try:
         if settings.workers > 1:  # the corpus reaches the workers, and their records come back, in files
-            spill_root = pool.spill_root(settings.workers * pool.SPILL_PER_WORKER)
-            spill = tempfile.mkdtemp(prefix="keras-albert-spill-", dir=spill_root)
+            spill = pool.make_spill_dir(pool.spill_root(settings.workers * pool.SPILL_PER_WORKER))
         # The worker processes serve both steps, started once.
         with pool.WorkerPool(settings.workers, tokenizer=tokenizer, spill=spill) as workers_pool:
             corpus = read_corpus(paths, workers_pool, settings, progress)

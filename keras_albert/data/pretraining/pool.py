@@ -12,16 +12,28 @@ for work, and answers through another; large items and results never cross a pip
 the spill directory (memory-backed /dev/shm where there is room), tokens come back the same way, and a worker keeps
 the records it built until told where in the shards they go, then writes them there itself (`write_held`), so no
 record is copied between processes. This process takes items itself when every worker has two.
+
+Nothing outlives the run, however it ends: a worker dies with the process that started it (the kernel sends it
+SIGTERM when that process dies, `prctl(PR_SET_PDEATHSIG)` on Linux, and a thread watching its parent's pid does the
+same anywhere), and the worker that sees its parent gone first removes the spill directory, the corpus files and the
+shards' temporary files (`cleanup_after`), so a `kill -9` of the command leaves nothing in /dev/shm. Ctrl-C reaches
+only the main process (workers ignore SIGINT), which stops them. Spill directories carry the owner's pid, and a
+new run removes those whose owner is gone (`remove_stale_spills`), should a worker have been killed with its parent.
 """
 
+import ctypes
 import dataclasses
 import gc
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 
 import numpy as np
 
@@ -34,6 +46,13 @@ from keras_albert.data.pretraining.settings import PretrainingDataSettings
 SPILL_PER_WORKER = 32 << 20
 
 
+SPILL_PREFIX = "keras-albert-spill-"
+CORPUS_PREFIX = "keras-albert-corpus-"
+_OWNED = re.compile(r"keras-albert-(?:spill|corpus)-(\d+)-")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_WATCH_SECONDS = 0.2
+
+
 def spill_root(needed):
     """Where processes leave files for each other: memory-backed /dev/shm when there is one with `needed` bytes
     free (containers often mount only 64 MB there), else the system's temporary directory (None)."""
@@ -41,6 +60,36 @@ def spill_root(needed):
     if os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= needed:
         return shm
     return None
+
+
+def make_spill_dir(root, prefix=SPILL_PREFIX):
+    """A new directory for files between processes, named with this process's pid (`remove_stale_spills`)."""
+    remove_stale_spills(root)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=root)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_spills(root=None):
+    """Removes the spill and corpus directories under `root` (default: the temporary directory) whose owning process
+    is gone: what a run killed together with its workers (kill -9 of the whole group) left behind."""
+    root = root or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        match = _OWNED.match(name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 class SpillFile:
@@ -162,8 +211,72 @@ class WorkerState:
         self.files = {}
 
 
-def _worker_main(state, orders, outbox):
+def cleanup_after(spill):
+    """What a run leaves outside its output: the spill directory, a corpus directory on disk, and the shards'
+    temporary files (never a shard under its final name). Run by a worker whose parent died without cleaning up."""
+    try:
+        state = io.read_json(os.path.join(spill, "state.json"), what="worker state")
+    except Exception:  # not shared yet (or half written): only the spill directory exists
+        state = {}
+    for path in state.get("shard_files", []):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    corpus_dir = state.get("corpus_dir")
+    if corpus_dir and os.path.abspath(corpus_dir) != os.path.abspath(spill):
+        shutil.rmtree(corpus_dir, ignore_errors=True)
+    shutil.rmtree(spill, ignore_errors=True)
+
+
+class _ParentWatch:
+    """Makes a worker process die with its parent, cleaning up what the parent could not (`cleanup_after`).
+
+    The kernel sends SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG); a thread polling the parent's pid
+    covers other systems and the instant between fork and prctl. SIGTERM while the parent lives (its `terminate`)
+    ends the worker without cleaning up: the parent does that. SIGINT is ignored: Ctrl-C stops the parent, which
+    stops the workers.
+    """
+
+    def __init__(self, parent_pid, spill):
+        self.parent_pid, self.spill = parent_pid, spill
+        self.lock = threading.Lock()
+
+    def start(self):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            except (OSError, AttributeError):  # no prctl: the thread below still watches
+                pass
+        threading.Thread(target=self._watch, name="parent-watch", daemon=True).start()
+        if self.parent_gone():  # died before prctl took effect
+            self.exit()
+
+    def parent_gone(self):
+        return os.getppid() != self.parent_pid
+
+    def _on_sigterm(self, signum, frame):
+        if self.parent_gone():
+            self.exit()
+        os._exit(128 + signal.SIGTERM)
+
+    def _watch(self):
+        while not self.parent_gone():
+            time.sleep(PARENT_WATCH_SECONDS)
+        self.exit()
+
+    def exit(self):
+        with self.lock:  # the signal handler and the thread may both get here
+            cleanup_after(self.spill)
+            os._exit(128 + signal.SIGTERM)
+
+
+def _worker_main(state, orders, outbox, parent_pid):
     """A worker process: runs items and write orders from `orders` until None, answering each on `outbox`."""
+    _ParentWatch(parent_pid, state.spill).start()
     gc.disable()  # millions of short-lived objects and no reference cycles: the collector's passes only cost time
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
     instances.compiled_module()  # loaded while the main process still reads the first input file
@@ -218,7 +331,9 @@ class WorkerPool:
                     orders_in, orders_out = context.Pipe(duplex=False)
                     inbox, outbox = context.Pipe(duplex=False)
                     state = WorkerState(self.state.tokenizer, self.spill, rank)
-                    process = context.Process(target=_worker_main, args=(state, orders_in, outbox), daemon=True)
+                    process = context.Process(
+                        target=_worker_main, args=(state, orders_in, outbox, os.getpid()), daemon=True
+                    )
                     process.start()
                     orders_in.close()
                     outbox.close()
@@ -239,7 +354,7 @@ class WorkerPool:
         corpus_dir = self.spill
         if shutil.disk_usage(self.spill).free < inputs.corpus.nbytes + len(self.processes) * SPILL_PER_WORKER:
             # A corpus too large for memory-backed /dev/shm goes to disk, where the page cache still shares it.
-            corpus_dir = tempfile.mkdtemp(prefix="keras-albert-corpus-", dir=spill_root(2 * inputs.corpus.nbytes))
+            corpus_dir = make_spill_dir(spill_root(2 * inputs.corpus.nbytes), prefix=CORPUS_PREFIX)
             self.directories.append(corpus_dir)
         inputs.save(self.spill, corpus_dir)
 

@@ -14,6 +14,7 @@ from keras_albert.errors import UserInputError
 
 SHARD_NAME = "part-{index:05d}-of-{count:05d}.tfrecord"
 SHARD_PATTERN = re.compile(r"part-\d{5}-of-(\d{5})\.tfrecord$")
+TEMPORARY_PATTERN = re.compile(r"\.part-\d{5}-of-\d{5}\.tfrecord\.tmp$")
 
 
 def prepare_output_dir(output_dir, num_shards):
@@ -22,6 +23,9 @@ def prepare_output_dir(output_dir, num_shards):
         raise UserInputError(f"--output_dir: {output_dir} exists and is not a directory")
     os.makedirs(output_dir, exist_ok=True)
     for name in os.listdir(output_dir):
+        if TEMPORARY_PATTERN.match(name):  # a killed run's unfinished shard (never under the final name)
+            os.unlink(os.path.join(output_dir, name))
+            continue
         match = SHARD_PATTERN.match(name)
         if match and int(match.group(1)) != num_shards:
             raise UserInputError(

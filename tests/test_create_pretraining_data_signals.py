@@ -1,0 +1,134 @@
+"""create-pretraining-data killed mid-run (issue 9): no process of it remains, nothing of it stays in /dev/shm, and
+no shard carries its final name.
+
+The command runs with 2 workers on the embedded corpus (dupe_factor 20: busy for many seconds); each test waits until
+the workers hold the shared corpus and the shards' temporary files exist, sends a signal to the main process only,
+and gives everything 5 seconds to disappear.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fixtures_data import scratch_dir, trained_tokenizer_dir
+from keras_albert.data.pretraining import pool
+
+SHM = "/dev/shm"
+DEADLINE_SECONDS = 5.0
+
+
+def _children(pid):
+    """Pids of the live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _owned(root, pid):
+    """Entries of `root` named for process `pid` (the spill and corpus directories carry their owner's pid)."""
+    marks = (f"{pool.SPILL_PREFIX}{pid}-", f"{pool.CORPUS_PREFIX}{pid}-")
+    return sorted(name for name in os.listdir(root) if name.startswith(marks))
+
+
+def _start(output_dir):
+    command = [
+        sys.executable, "-m", "keras_albert.cli", "create-pretraining-data",
+        "--tokenizer", trained_tokenizer_dir("albert"), "--output_dir", output_dir,
+        "--max_seq_length", "128", "--dupe_factor", "20", "--num_shards", "4", "--workers", "2", "--quiet",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_busy(process, output_dir, timeout=240):
+    """The worker pid once the workers share the corpus and the shards' temporary files exist."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        workers = _children(process.pid)
+        spills = [os.path.join(SHM, name) for name in _owned(SHM, process.pid)] if os.path.isdir(SHM) else []
+        shared = any(os.path.exists(os.path.join(spill, "state.json")) for spill in spills)
+        temporaries = [name for name in os.listdir(output_dir) if name.endswith(".tmp")] if shared else []
+        if workers and temporaries:
+            return workers
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("create-pretraining-data never got busy")
+
+
+def _kill_and_measure(signum):
+    output_dir = scratch_dir(f"killed-{signal.Signals(signum).name}")
+    shm_before = set(os.listdir(SHM))
+    process = _start(output_dir)
+    workers = _wait_until_busy(process, output_dir)
+    assert _owned(SHM, process.pid), "the spill directory is in /dev/shm while the run works"
+    killed_at = time.monotonic()
+    os.kill(process.pid, signum)
+    while time.monotonic() - killed_at < DEADLINE_SECONDS:
+        gone = not _alive(process.pid) and not any(map(_alive, workers))
+        if gone and not _owned(SHM, process.pid) and not _leftovers(output_dir):
+            break
+        time.sleep(0.02)
+    seconds = time.monotonic() - killed_at
+    status = process.wait(timeout=10)
+    _, stderr = process.communicate()
+    assert not any(map(_alive, [process.pid, *workers])), f"still running after {seconds:.1f} s"
+    assert not _owned(SHM, process.pid), f"left in /dev/shm: {_owned(SHM, process.pid)}"
+    new_in_shm = set(os.listdir(SHM)) - shm_before
+    assert not [name for name in new_in_shm if str(process.pid) in name or name.startswith("sem.mp")]
+    assert not _leftovers(output_dir), f"left in --output_dir: {os.listdir(output_dir)}"
+    assert seconds < DEADLINE_SECONDS
+    print(f"\n{signal.Signals(signum).name}: main process and {len(workers)} worker(s) gone, /dev/shm and "
+          f"--output_dir clean {seconds:.2f} s after the signal (exit status {status})")
+    return status, stderr
+
+
+def _leftovers(output_dir):
+    return [name for name in os.listdir(output_dir) if name.endswith((".tfrecord", ".tmp")) or name.startswith(".")]
+
+
+@pytest.mark.large
+def test_kill_9_of_the_main_process_leaves_nothing():
+    status, _ = _kill_and_measure(signal.SIGKILL)
+    assert status == -signal.SIGKILL
+
+
+@pytest.mark.large
+def test_sigterm_stops_the_run_cleanly():
+    status, stderr = _kill_and_measure(signal.SIGTERM)
+    assert status == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1] == "keras-albert create-pretraining-data: stopped by SIGTERM", stderr
+
+
+def test_stale_spill_of_a_dead_process_is_removed_by_the_next_run():
+    root = scratch_dir("stale-root")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(root, f"{pool.SPILL_PREFIX}{dead.pid}-abc")
+    os.makedirs(stale)
+    open(os.path.join(stale, "piece-0.txt"), "w").close()
+    mine = pool.make_spill_dir(root)
+    assert not os.path.exists(stale)
+    assert os.path.basename(mine).startswith(f"{pool.SPILL_PREFIX}{os.getpid()}-")
+    pool.remove_stale_spills(root)
+    assert os.path.isdir(mine), "a live owner's directory is kept"
