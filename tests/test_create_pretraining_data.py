@@ -539,10 +539,24 @@ def test_bad_input_one_line_errors(capsys):
     error = _cli_error(capsys, "--input", binary)
     assert binary in error and "binary" in error
     tiny = _write("tiny.txt", b"a\n")  # one token: no pair can be made
-    assert "corpus too small" in _cli_error(capsys, "--input", tiny)
+    assert f"--input: {tiny}: too small to build one sentence pair" in _cli_error(capsys, "--input", tiny)
     assert "--masking" in _cli_error(capsys, "--input", novel_path(), "--masking", "span")
     assert "--max_seq_length" in _cli_error(capsys, "--input", novel_path(), "--max_seq_length", "3")
     assert "--input: no file matches" in _cli_error(capsys, "--input", "/nonexistent/*.txt")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_corpus_too_small_for_a_pair_is_one_line_naming_the_input(capsys, workers):
+    """Two documents of one token each: tokens enough to pass the first check, no pair in any document. One line
+    naming the file, exit 2, no shard of padding (nothing in --output_dir), with or without worker processes."""
+    tokenizer = load_tokenizer(trained_tokenizer_dir("albert"))
+    assert [len(tokenizer.encode(word)) for word in ("Anne", "Wentworth")] == [1, 1]  # in the novel's vocabulary
+    tiny = _write("two-words.txt", b"Anne\n\nWentworth\n")
+    error = _cli_error(capsys, "--input", tiny, "--workers", workers, "--max_seq_length", "512")
+    assert error == (
+        f"keras-albert create-pretraining-data: error: --input: {tiny}: too small to build one sentence pair "
+        "(2 tokens in 2 documents)"
+    )
 
 
 def test_tokenizer_without_mask_is_refused():

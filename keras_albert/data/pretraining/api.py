@@ -145,7 +145,7 @@ def create_pretraining_data(
         with pool.WorkerPool(settings.workers, tokenizer=tokenizer, spill=spill) as workers_pool:
             corpus = read_corpus(paths, workers_pool, settings, progress)
             if corpus.num_tokens < 2:
-                raise UserInputError(f"--input: corpus too small for one instance ({corpus.num_tokens} tokens)")
+                raise _too_small(paths, corpus)
             tasks = plan.plan_tasks(corpus, settings)
             shards = writer.ShardWriter(shard_paths)
             tables = instances.Tables.from_tokenizer(tokenizer)
@@ -171,10 +171,7 @@ def create_pretraining_data(
             shutil.rmtree(spill, ignore_errors=True)
     if totals.instances == 0:
         shards.discard()
-        raise UserInputError(
-            f"--input: corpus too small for one instance ({corpus.num_tokens} tokens in {corpus.num_documents} "
-            "documents)"
-        )
+        raise _too_small(paths, corpus)
     shards.commit()
 
     summary = totals.summary(settings, corpus, time.perf_counter() - start_time)
@@ -186,6 +183,15 @@ def create_pretraining_data(
     summary["tokenizer_sha256"] = tokenizer_sha256(tokenizer)
     io.write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
     return summary
+
+
+def _too_small(paths, corpus):
+    """The error for a corpus from which no sentence pair can be made (no document has two tokens to pair)."""
+    named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return UserInputError(
+        f"--input: {named}: too small to build one sentence pair ({corpus.num_tokens} tokens in "
+        f"{corpus.num_documents} documents)"
+    )
 
 
 def read_corpus(paths, workers_pool, settings, progress):
