@@ -204,3 +204,30 @@ def test_missing_input_and_bad_tokenizer_paths():
         load_tokenizer(scratch_dir("empty"))
     with pytest.raises(UserInputError, match="--vocab_size"):
         train_tokenizer(novel_path(), scratch_dir("never"), "albert", 10_000_000)
+
+
+@pytest.mark.parametrize("model_type", ["albert", "bert"])
+def test_train_into_a_folder_with_the_other_types_tokenizer_is_refused(model_type, capsys):
+    """train-tokenizer refuses (one line, exit 2, before training) a folder holding the other model type's
+    tokenizer: spiece.model and vocab.txt side by side would leave which one loads to the loader's file order."""
+    other = "bert" if model_type == "albert" else "albert"
+    out = scratch_dir(f"holds-{other}")
+    load_tokenizer(trained_tokenizer_dir(other)).save(out)
+    before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+    status = cli.main(
+        ["train-tokenizer", "--input", novel_path(), "--output", out, "--model_type", model_type, "--vocab_size", "300"]
+    )
+    error = capsys.readouterr().err.strip()
+    in_the_way = "vocab.txt" if other == "bert" else "spiece.model"
+    assert status == 2 and error == (
+        f"keras-albert train-tokenizer: error: --output: {out} holds a {other} tokenizer ({in_the_way}); choose "
+        f"another directory or remove {in_the_way} before writing a {model_type} tokenizer there"
+    )
+    assert {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)} == before  # untouched
+    assert load_tokenizer(out).model_type == other
+    with pytest.raises(UserInputError, match=f"holds a {other} tokenizer"):  # the Python API refuses the same
+        load_tokenizer(trained_tokenizer_dir(model_type)).save(out)
+    # The same type is simply replaced.
+    assert cli.main(["train-tokenizer", "--input", novel_path(), "--output", out, "--model_type", other,
+                     "--vocab_size", "300"]) == 0
+    assert load_tokenizer(out).vocab_size == 300

@@ -15,6 +15,25 @@ ALBERT_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "cls": "[CLS]", "sep": "[SEP]
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
+MODEL_FILES = {"albert": SPIECE_FILE, "bert": VOCAB_FILE}
+
+
+def refuse_other_model_type(directory, model_type, flag=None):
+    """Refuses a directory that holds the other model type's tokenizer (`vocab.txt` when writing ALBERT's
+    `spiece.model`, or the reverse): both files in one folder would leave which tokenizer it holds to file order.
+
+    Raises:
+        UserInputError: one line naming the directory (and `flag`, when given) and the file in the way.
+    """
+    for other, name in MODEL_FILES.items():
+        if other != model_type and os.path.isfile(os.path.join(directory, name)):
+            where = f"{flag}: {directory}" if flag else os.fspath(directory)
+            raise UserInputError(
+                f"{where} holds a {other} tokenizer ({name}); choose another directory or remove {name} before "
+                f"writing a {model_type} tokenizer there"
+            )
+
+
 class Tokenizer:
     """The tokenizer interface shared by the whole library.
 

@@ -6,7 +6,7 @@ import string
 
 import numpy as np
 
-from keras_albert.data.tokenizers.base import ALBERT_SPECIALS, SPIECE_FILE, Tokenizer
+from keras_albert.data.tokenizers.base import ALBERT_SPECIALS, SPIECE_FILE, Tokenizer, refuse_other_model_type
 from keras_albert.errors import UserInputError
 from keras_albert.io import write_bytes
 
@@ -131,6 +131,7 @@ class SentencePieceTokenizer(Tokenizer):
         return self.proto
 
     def save(self, directory):
+        refuse_other_model_type(directory, self.model_type)
         write_bytes(os.path.join(directory, SPIECE_FILE), self.model_file_bytes())
         self._write_configs(
             directory,

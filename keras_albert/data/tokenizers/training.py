@@ -7,7 +7,7 @@ import io
 import os
 
 from keras_albert.data import text
-from keras_albert.data.tokenizers.base import BERT_SPECIALS, MODEL_TYPES, VOCAB_FILE
+from keras_albert.data.tokenizers.base import BERT_SPECIALS, MODEL_TYPES, VOCAB_FILE, refuse_other_model_type
 from keras_albert.data.tokenizers.loading import load_tokenizer, sniff_sentencepiece
 from keras_albert.data.tokenizers.sentence_piece import SentencePieceTokenizer
 from keras_albert.data.tokenizers.word_piece import WordPieceTokenizer
@@ -50,6 +50,7 @@ def train_tokenizer(
     """
     if model_type not in MODEL_TYPES:
         raise UserInputError(f"--model_type: expected one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    refuse_other_model_type(output_dir, model_type, flag="--output")  # before hours of training, not after
     imported = _existing_tokenizer_file(inputs)
     if imported is not None:
         tokenizer = load_tokenizer(imported)

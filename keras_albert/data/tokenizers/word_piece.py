@@ -2,7 +2,7 @@
 
 import os
 
-from keras_albert.data.tokenizers.base import BERT_SPECIALS, VOCAB_FILE, Tokenizer
+from keras_albert.data.tokenizers.base import BERT_SPECIALS, VOCAB_FILE, Tokenizer, refuse_other_model_type
 from keras_albert.errors import UserInputError
 from keras_albert.io import write_bytes
 
@@ -92,6 +92,7 @@ class WordPieceTokenizer(Tokenizer):
         return ("\n".join(self._tokens) + "\n").encode("utf-8")
 
     def save(self, directory):
+        refuse_other_model_type(directory, self.model_type)
         write_bytes(os.path.join(directory, VOCAB_FILE), self.model_file_bytes())
         self._write_configs(
             directory,
