@@ -12,62 +12,36 @@ Command line:
 
 import os
 
-from keras_albert import io
 from keras_albert.errors import UserInputError
 
-# The files a tokenizer directory (`keras-albert train-tokenizer`) may hold; copied from a run directory.
-TOKENIZER_FILES = (
-    "spiece.model",
-    "vocab.txt",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "keras_albert_tokenizer.json",
-)
-# Never taken from a tokenizer directory: they are the model's.
-MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+def _tokenizer(tokenizer, checkpoint_path):
+    """(the tokenizer to write beside the model, how messages name it, the run directory it was found in): loaded
+    from `tokenizer`, or from the checkpoint's run directory (None there when it holds no `spiece.model` /
+    `vocab.txt`)."""
+    from keras_albert.training.provenance import load_checked_tokenizer, run_directory_of, run_tokenizer
 
-
-def _run_directory(checkpoint_path):
-    """The run directory a checkpoint path belongs to (where `pretrain` copied the tokenizer)."""
-    path = os.path.abspath(checkpoint_path)
-    if os.path.isdir(path):
-        return path
-    directory = os.path.dirname(path)
-    if os.path.basename(directory) == "checkpoints":
-        return os.path.dirname(directory)
-    return directory
-
-
-def tokenizer_files(tokenizer, checkpoint_path):
-    """The tokenizer files to copy: from `tokenizer` (a directory or a file), or, when it is None, the tokenizer
-    files of the checkpoint's run directory (none if it holds no `spiece.model` / `vocab.txt`)."""
     if tokenizer is None:
-        run_dir = _run_directory(checkpoint_path)
-        files = [os.path.join(run_dir, name) for name in TOKENIZER_FILES]
-        files = [path for path in files if os.path.isfile(path)]
-        has_vocabulary = any(os.path.basename(path) in ("spiece.model", "vocab.txt") for path in files)
-        return files if has_vocabulary else []
-    if os.path.isdir(tokenizer):
-        return [
-            os.path.join(tokenizer, name)
-            for name in sorted(os.listdir(tokenizer))
-            if os.path.isfile(os.path.join(tokenizer, name)) and name not in MODEL_FILES and not name.startswith(".")
-        ]
-    if os.path.isfile(tokenizer):
-        return [tokenizer]
-    raise UserInputError(f"tokenizer {tokenizer}: no such file or directory")
+        run_dir = run_directory_of(checkpoint_path)
+        return run_tokenizer(run_dir), f"the tokenizer of {run_dir}", run_dir
+    if not os.path.exists(tokenizer):
+        raise UserInputError(f"tokenizer {tokenizer}: no such file or directory")
+    return load_checked_tokenizer(tokenizer), f"--tokenizer {tokenizer}", None
 
 
 def export(checkpoint_path, output_dir, tokenizer=None, copy_tokenizer=True):
-    """Writes the model of `checkpoint_path` as a Hugging Face directory, with the tokenizer files beside it.
+    """Writes the model of `checkpoint_path` as a Hugging Face directory, with the tokenizer beside it.
+
+    The tokenizer is loaded and checked before anything is written (see `training.provenance`): against the
+    model's vocabulary size, the records of the pretraining run the checkpoint belongs to, the tokenizer of that
+    run directory, and a tokenizer already in `output_dir`. Only its model file (`spiece.model` / `vocab.txt`)
+    and the configs a tokenizer writes go into `output_dir`.
 
     Args:
         checkpoint_path: str. A run directory (its `model.keras`, else its latest checkpoint), a checkpoint prefix
             (`.../checkpoints/ckpt-1000`), a checkpoints directory or a `.keras` file.
         output_dir: str. The Hugging Face directory to write (created; `config.json` and `model.safetensors` are
             replaced if present).
-        tokenizer: str or None. A tokenizer directory or file to copy; None copies the run directory's.
+        tokenizer: str or None. A tokenizer directory or file; None: the run directory's, if it holds one.
         copy_tokenizer: bool. False writes the model only.
 
     Returns:
@@ -82,23 +56,32 @@ def export(checkpoint_path, output_dir, tokenizer=None, copy_tokenizer=True):
     ```
     """
     from keras_albert.training.checkpoints import load_model  # TensorFlow: only once an export runs
+    from keras_albert.training.provenance import check_tokenizer, run_directory_of, run_records_summary
 
     if not os.path.exists(checkpoint_path) and not os.path.isfile(f"{checkpoint_path}.index"):
         raise UserInputError(f"checkpoint_path {checkpoint_path}: no such file, directory or checkpoint prefix")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserInputError(f"output_dir {output_dir}: exists and is not a directory")
-    sources = tokenizer_files(tokenizer, checkpoint_path) if copy_tokenizer else []
+    loaded, source, found_in = _tokenizer(tokenizer, checkpoint_path) if copy_tokenizer else (None, None, None)
     model = load_model(checkpoint_path)
     if not hasattr(model, "save_huggingface"):
         raise UserInputError(
             f"checkpoint_path {checkpoint_path}: holds a {type(model).__name__}, not a keras_albert task model"
         )
+    if loaded is not None:
+        run_dir = run_directory_of(checkpoint_path)
+        check_tokenizer(
+            loaded, source, summary=run_records_summary(run_dir),
+            model_vocab_size=model.backbone.vocabulary_size, model_source=f"the model of {checkpoint_path}",
+            run_directory=run_dir if found_in is None else None,
+        )
+        check_tokenizer(loaded, source, run_directory=output_dir)
     model.save_huggingface(output_dir)
     written = [os.path.join(output_dir, name) for name in ("config.json", "model.safetensors")]
-    for source in sources:
-        target = os.path.join(output_dir, os.path.basename(source))
-        io.copy_file(source, target)
-        written.append(target)
+    if loaded is not None:
+        from keras_albert.training.provenance import save_tokenizer
+
+        written.append(save_tokenizer(loaded, output_dir))
     return written
 
 
@@ -108,8 +91,8 @@ def add_arguments(parser):
                         "prefix (checkpoints/ckpt-N), a checkpoints directory or a .keras file.")
     parser.add_argument("--output_dir", required=True, help="The Hugging Face directory to write.")
     parser.add_argument("--tokenizer", default=None,
-                        help="Tokenizer directory or file to copy beside the model. Default: the run directory's "
-                        "tokenizer, if it holds one.")
+                        help="Tokenizer directory or file to write beside the model (checked against the model and "
+                        "the run's records first). Default: the run directory's tokenizer, if it holds one.")
     parser.add_argument("--no_tokenizer", action="store_true", help="Write the model files only.")
 
 

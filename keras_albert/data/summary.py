@@ -80,3 +80,26 @@ def read_data_summary(data_dir):
     return DataSummary(
         path=path, tokenizer=_resolve_tokenizer(_field(summary, "tokenizer"), data_dir), raw=summary, **values
     )
+
+
+def read_records_summary(files):
+    """The `DataSummary` of records that may come from several directories: that of the first file's directory,
+    after checking that every directory's summary agrees with it on the records' shapes and tokenizer.
+
+    Raises:
+        UserInputError: naming both summary files, when two directories' records differ in `max_seq_length`,
+            `max_predictions_per_seq`, `vocab_size` or `tokenizer_sha256`.
+    """
+    directories = list(dict.fromkeys(os.path.dirname(path) for path in files))
+    first = read_data_summary(directories[0]) if directories else DataSummary()
+    for directory in directories[1:]:
+        other = read_data_summary(directory)
+        if not other.path or not first.path:
+            continue
+        for field in ("max_seq_length", "max_predictions_per_seq", "vocab_size", "tokenizer_sha256"):
+            mine, theirs = getattr(first, field), getattr(other, field)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise UserInputError(
+                    f"{other.path}: records of mixed {field}: {theirs} here, {mine} in {first.path}"
+                )
+    return first

@@ -84,3 +84,27 @@ class MultiWorkerTrainerMixin:
             return super().make_test_function(force=force)
         self.test_function = self._make_function(_scalars_as_vectors(self.test_step))
         return self.test_function
+
+
+def workers_min_max(strategy, value, horovod=None):
+    """(smallest, largest) of a number that every worker passes, e.g. the step each one restored: gathered from
+    all replicas (tf.distribute reduces only by sum or mean, and a sum of squares loses exactness for large
+    values), or from all Horovod ranks. Every worker must call it (it is a collective).
+
+    Args:
+        strategy: `tf.distribute.Strategy`. Ignored when `horovod` is given.
+        value: int or float. This worker's value (exact as a float64, i.e. up to 2**53).
+        horovod: the `horovod.tensorflow` module, or None.
+    """
+    local = tf.constant([float(value)], tf.float64)
+    if horovod is not None:
+        gathered = horovod.allgather(local).numpy()
+    else:
+
+        def replica_fn():
+            # Eagerly, the value captured (not passed as an argument), as Keras' own collectives do.
+            return tf.distribute.get_replica_context().all_gather(local, axis=0)
+
+        per_replica = strategy.run(replica_fn)
+        gathered = strategy.experimental_local_results(per_replica)[0].numpy()
+    return gathered.min().item(), gathered.max().item()
