@@ -240,18 +240,22 @@ def test_save_huggingface_publishes_whole_and_keeps_other_files(tmp_path):
 def test_export_command_writes_a_directory_transformers_loads(tmp_path, capsys):
     from keras_albert import cli
 
-    model = SquadModel.from_preset("albert_tiny", vocabulary_size=150, num_layers=1)
-    model.save(tmp_path / "squad.keras")
+    import shutil
+
+    from fixtures_data import trained_tokenizer_dir
+
     tokenizer = tmp_path / "tokenizer"
-    tokenizer.mkdir()
-    (tokenizer / "spiece.model").write_bytes(b"not read by the export")
-    (tokenizer / "config.json").write_text("{}")  # the model's file: never taken from a tokenizer directory
+    shutil.copytree(trained_tokenizer_dir("albert"), tokenizer)
+    (tokenizer / "config.json").write_text("{}")  # not a tokenizer file: never taken from a tokenizer directory
+    model = SquadModel.from_preset("albert_tiny", vocabulary_size=2000, num_layers=1)
+    model.save(tmp_path / "squad.keras")
     output = tmp_path / "hf"
     status = cli.main(["export", "--checkpoint_path", str(tmp_path / "squad.keras"), "--output_dir", str(output),
                        "--tokenizer", str(tokenizer)])
     assert status == 0
     assert f"Wrote {output}: config.json, model.safetensors, spiece.model" in capsys.readouterr().out
-    assert (output / "spiece.model").read_bytes() == b"not read by the export"
+    assert (output / "spiece.model").read_bytes() == (tokenizer / "spiece.model").read_bytes()
+    assert json.loads((output / "config.json").read_text())["vocab_size"] == 2000  # the model's, not the "{}"
     reloaded = transformers.AutoModelForQuestionAnswering.from_pretrained(output).eval()
     batch = _batch(150, np.random.default_rng(4))
     got = model.predict_on_batch({key: batch[key] for key in model.input_names_used})

@@ -165,21 +165,11 @@ def _distribute(dataset_fn, strategy, horovod):
 
 
 def _workers_agree(strategy, value, horovod=None):
-    """True when every worker passes the same integer (an all-reduce of value and value squared)."""
-    import tensorflow as tf
+    """True when every worker passes the same integer: the minimum and maximum over the workers are equal."""
+    from keras_albert.models.multi_worker import workers_min_max
 
-    local = tf.constant([float(value), float(value) ** 2, 1.0], tf.float64)
-    if horovod is not None:
-        total, squares, workers = horovod.grouped_allreduce([local], op=horovod.Sum)[0].numpy()
-    else:
-
-        def replica_fn():
-            context = tf.distribute.get_replica_context()
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, local / context.num_replicas_in_sync)
-
-        per_replica = strategy.run(replica_fn)
-        total, squares, workers = strategy.experimental_local_results(per_replica)[0].numpy()
-    return abs(squares * workers - total * total) < 0.5
+    smallest, largest = workers_min_max(strategy, value, horovod)
+    return smallest == largest
 
 
 def _squad_callback(settings, worker):
@@ -208,22 +198,13 @@ def _squad_callback(settings, worker):
 
 
 def copy_tokenizer(tokenizer, directory):
-    """Copies the tokenizer's files (a directory's files, or one file) into `directory`, each published whole;
-    files already there are kept."""
+    """Writes the tokenizer into `directory` once it has loaded: its model file (`spiece.model` / `vocab.txt`) and
+    configs, nothing else (see `training.provenance`)."""
     if tokenizer is None:
         return []
-    if os.path.isdir(tokenizer):
-        sources = [os.path.join(tokenizer, entry) for entry in sorted(os.listdir(tokenizer))]
-    else:
-        sources = [tokenizer]
-    copied = []
-    for source in sources:
-        target = os.path.join(directory, os.path.basename(source))
-        if not os.path.isfile(source) or os.path.basename(source).startswith(".") or os.path.exists(target):
-            continue
-        io.copy_file(source, target)
-        copied.append(target)
-    return copied
+    from keras_albert.training.provenance import load_checked_tokenizer, save_tokenizer
+
+    return [save_tokenizer(load_checked_tokenizer(tokenizer), directory)]
 
 
 # Settings whose change makes a resumed run optimise differently from the run it continues. `total_steps` is not

@@ -166,7 +166,7 @@ def _match_files(patterns, field="train_files"):
 
 def _records(s):
     """The records' summary (`DataSummary`) and where it was read, after checking `train_files`."""
-    from keras_albert.data.summary import DataSummary, read_data_summary
+    from keras_albert.data.summary import DataSummary, read_records_summary
 
     if not s.train_files:
         raise UserInputError(f"{name('train_files')} is required (a glob of pretraining TFRecords)")
@@ -178,7 +178,7 @@ def _records(s):
     data_dir = os.path.dirname(files[0])
     if "://" in files[0]:
         return DataSummary(), f"the records under {data_dir}"
-    return read_data_summary(data_dir), f"the records under {data_dir}"
+    return read_records_summary(files), f"the records under {data_dir}"
 
 
 def _dataset_shapes(dataset):
@@ -305,6 +305,9 @@ def resolve_settings(settings, *, model=None, dataset=None):
         logger.warning("the records were written for %s (%s labels) and train a %s model", summary.model_type,
                        "sentence-order" if summary.model_type == "albert" else "next-sentence", s.model_type)
     _fill_tokenizer(s, summary)
+    from keras_albert.training.provenance import check_pretraining_tokenizer
+
+    check_pretraining_tokenizer(s, summary, model, given=settings.tokenizer is not None)
     if s.dynamic_masking and s.tokenizer is None:
         raise UserInputError(f"{name('dynamic_masking')} needs {name('tokenizer')} (for the [MASK] id and the "
                              "vocabulary)")

@@ -26,6 +26,7 @@ from keras_albert import io
 from keras_albert.errors import UserInputError
 from keras_albert.training.logs import log_to_file
 from keras_albert.training.preemption import StopSignals, signal_name
+from keras_albert.training.provenance import check_squad_tokenizer
 from keras_albert.training.runs import (
     build_model,
     build_optimizer,
@@ -448,6 +449,7 @@ def run_squad(
     predict_examples, predict_dataset = _examples(predict_examples, settings.predict_file, version, "predict_file",
                                                   "dev")
     tokenizer = _tokenizer(tokenizer, settings)
+    check_squad_tokenizer(tokenizer, settings, model)  # provenance: before anything is written
 
     from keras_albert import distribute
 
