@@ -45,13 +45,14 @@ import argparse
 import os
 import sys
 
+from keras_albert import cli
 from keras_albert.errors import UserInputError
 from keras_albert.commands import pretrain
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pretrain.add_arguments(parser)
+    cli.add_command_arguments(parser, "pretrain")
     args = parser.parse_args(argv)
     if args.train_files is None and os.environ.get("SM_CHANNEL_TRAIN"):
         args.train_files = os.path.join(os.environ["SM_CHANNEL_TRAIN"], "*.tfrecord")

@@ -43,6 +43,7 @@ import argparse
 import os
 import sys
 
+from keras_albert import cli
 from keras_albert.errors import UserInputError
 from keras_albert.commands import squad
 
@@ -51,7 +52,7 @@ _FILES = {"squadv1": ("train-v1.1.json", "dev-v1.1.json"), "squadv2": ("train-v2
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    squad.add_arguments(parser)
+    cli.add_command_arguments(parser, "squad")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model_dir", help=argparse.SUPPRESS)  # SageMaker passes it; outputs go to --output_dir
     args = parser.parse_args(argv)

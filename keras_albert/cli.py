@@ -47,6 +47,108 @@ def _available_commands():
     return {name: entry for name, entry in COMMANDS.items() if _module_exists(entry[0])}
 
 
+def parse_bool(text):
+    """`true`/`false` (also 1/0, yes/no, on/off) as a bool; anything else is an `argparse` type error."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class BooleanFlag(argparse.Action):
+    """A boolean flag written `--flag`, `--flag=true`, `--flag=false` or `--flag true` (SageMaker passes the
+    reference's switches as `--flag=true`; a hyperparameter given without a value arrives as `--flag true`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if values is None else values)
+
+
+def accept_boolean_values(parser):
+    """Turns every `store_true` flag of `parser` into a `BooleanFlag`. Not on parsers with positional arguments,
+    where `--flag value` could swallow a positional."""
+    actions = parser._actions
+    if any(not action.option_strings for action in actions if not isinstance(action, argparse._SubParsersAction)):
+        return
+    for action in actions:
+        if type(action) is argparse._StoreTrueAction:
+            action.__class__ = BooleanFlag
+            action.nargs, action.const, action.type, action.metavar = "?", True, parse_bool, "true|false"
+
+
+# The 2020 reference's flags (its `arguments.py`) that keras-albert's commands do not hold under the same name,
+# beyond those its README's commands use (all of which are flags, or aliases, of the commands themselves). Each is
+# accepted and mapped onto a flag ("alias": the flag and the value that `--flag` / `--flag=true` stands for),
+# accepted with one warning line saying why it changes nothing ("ignored"), or refused with one line saying what to
+# use instead ("refused").
+REFERENCE_FLAGS = {
+    "skip_xla": ("alias", ("pretrain",), "jit_compile", "false"),
+    "eager": ("ignored", ("pretrain", "squad"),
+              "TensorFlow 2.1's switch to run the step eagerly for debugging: Keras 3 traces it as a tf.function "
+              "(--jit_compile false turns XLA off)"),
+    "dummy_eval": ("ignored", ("pretrain",), "the reference's placeholder evaluation; --val_files evaluates "
+                   "held-out records"),
+    "fsx_prefix": ("refused", ("pretrain", "squad"), "paths are given whole: --train_files, --val_files and "
+                   "--output_dir (on SageMaker, launch-sagemaker --fsx_directory)"),
+    "pre_layer_norm": ("refused", ("pretrain", "squad"), "keras-hub's ALBERT and BERT encoders put LayerNorm "
+                       "after the residual, as the papers do; a pre-LayerNorm encoder is not available"),
+    "attention_probs_dropout_prob": ("refused", ("pretrain", "squad"), "keras-hub's encoders have one dropout "
+                                     "rate: use --hidden_dropout_prob"),
+    "evaluate_frequency": ("refused", ("pretrain",), "use --validation_frequency (held-out masked-LM/SOP loss "
+                           "with --val_files) or --squad_frequency (periodic SQuAD)"),
+    "fast_squad": ("refused", ("pretrain",), "use --squad_steps to shorten the periodic SQuAD finetuning"),
+}
+
+
+class _ReferenceFlag(argparse.Action):
+    """One of `REFERENCE_FLAGS`: sets the flag it is an alias of, warns, or refuses."""
+
+    def __init__(self, option_strings, dest, kind=None, target=None, reason=None, **kwargs):
+        kwargs.pop("default", None)
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, **kwargs)
+        self.kind, self.target, self.reason = kind, target, reason
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.kind == "refused":
+            parser.error(f"{option_string} (a flag of the 2020 reference) is not supported: {self.reason}")
+        try:
+            value = True if values is None else parse_bool(values)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument {option_string}: {error}")
+        if self.kind == "ignored":
+            print(f"{parser.prog}: warning: {option_string} is ignored: {self.reason}", file=sys.stderr)
+        elif value:
+            target_flag, target_value = self.target
+            setattr(namespace, target_flag, target_value)
+
+
+def add_reference_flags(parser, command):
+    """Adds the `REFERENCE_FLAGS` of `command` that `parser` does not already hold."""
+    existing = {option for action in parser._actions for option in action.option_strings}
+    for flag, (kind, commands, *details) in REFERENCE_FLAGS.items():
+        if command not in commands or f"--{flag}" in existing:
+            continue
+        if kind == "alias":
+            target, reason = (details[0], details[1]), None
+            help_text = f"The reference's flag: --{flag} (=true) is --{details[0]} {details[1]}."
+        else:
+            target, reason = None, details[0]
+            help_text = f"The reference's flag, {kind}: {details[0]}."
+        parser.add_argument(f"--{flag}", action=_ReferenceFlag, kind=kind, target=target, reason=reason,
+                            metavar="VALUE", help=help_text)
+
+
+def add_command_arguments(parser, command):
+    """The flags of `keras-albert COMMAND` on `parser`: the command's own, booleans that take a value too, and the
+    reference's other flags (`REFERENCE_FLAGS`). Every parser of a command is built here (the CLI, the example
+    scripts, the SageMaker launcher's check of a job's flags)."""
+    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+    accept_boolean_values(parser)
+    add_reference_flags(parser, command)
+    return parser
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (argparse prints the whole usage first)."""
 
@@ -63,7 +165,7 @@ def build_parser(command=None):
     for name, (module, help_text) in _available_commands().items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            importlib.import_module(module).add_arguments(sub)
+            add_command_arguments(sub, name)
     return parser
 
 

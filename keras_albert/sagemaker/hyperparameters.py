@@ -12,7 +12,6 @@ JSON-decoded (`SM_HPS`, as the SDK's container drivers set it: `"1000"` arrives 
 """
 
 import argparse
-import importlib
 import json
 
 from keras_albert.errors import UserInputError
@@ -33,7 +32,7 @@ def command_parser(command):
     from keras_albert import cli
 
     parser = argparse.ArgumentParser(prog=f"keras-albert {command}", add_help=False, allow_abbrev=False)
-    importlib.import_module(cli.COMMANDS[command][0]).add_arguments(parser)
+    cli.add_command_arguments(parser, command)
 
     def error(message):
         raise UserInputError(f"{message} (flags of `keras-albert {command}`; see keras-albert {command} --help)")
@@ -112,10 +111,12 @@ def to_flags(command, hyperparameters):
     A flag that takes no value (`store_true`) is written alone when its value is true and left out otherwise;
     every other flag is written `--name value...`.
     """
+    from keras_albert import cli
+
     takes_no_value = {
         option[2:]
         for action in command_parser(command)._actions
-        if action.nargs == 0
+        if action.nargs == 0 or isinstance(action, cli.BooleanFlag)
         for option in action.option_strings
     }
     argv = []
