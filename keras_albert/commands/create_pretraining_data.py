@@ -3,6 +3,8 @@
     keras-albert create-pretraining-data --tokenizer tok --output_dir data        # embedded corpus, ALBERT defaults
     keras-albert create-pretraining-data --input 'wiki/*.txt.gz' --tokenizer tok --output_dir data \\
         --model_type bert --max_seq_length 128 --max_predictions_per_seq 20 --masking token --num_shards 256
+    keras-albert create-pretraining-data --input tfds:wikipedia/20230601.en:train --tfds_data_dir ~/tfds \\
+        --tokenizer tok --output_dir data                                            # a prepared TFDS split
 """
 
 import contextlib
@@ -21,7 +23,19 @@ def add_arguments(parser):
         nargs="*",
         default=None,
         help="Text files, directories or globs (plain or gzip; comma-separated allowed); documents are "
-        "separated by blank lines. Default: the embedded Jane Austen corpus.",
+        "separated by blank lines. Or a prepared TensorFlow Datasets split, tfds:NAME[/CONFIG][:SPLIT] (split "
+        "default train), each example's --tfds_text_field a document. Default: the embedded Jane Austen corpus.",
+    )
+    parser.add_argument(
+        "--tfds_text_field",
+        default="text",
+        help="For tfds: inputs, the feature holding each example's text. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--tfds_data_dir",
+        default=None,
+        help="For tfds: inputs, where the dataset is prepared (nothing is downloaded). Default: TFDS's own "
+        "(TFDS_DATA_DIR or ~/tensorflow_datasets).",
     )
     parser.add_argument(
         "--tokenizer",
@@ -148,6 +162,8 @@ def _run(args):
         no_masking=args.no_masking,
         document_break_lines=args.document_break_lines,
         progress=not args.quiet,
+        tfds_text_field=args.tfds_text_field,
+        tfds_data_dir=args.tfds_data_dir,
     )
     print(
         f"{summary['documents']} documents, {summary['corpus_tokens']} tokens -> {summary['instances']} instances "

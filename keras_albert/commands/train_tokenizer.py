@@ -16,6 +16,12 @@ def add_arguments(parser):
         help="Text files, directories or globs (plain or gzip; comma-separated allowed). Default: the embedded Jane "
         "Austen corpus. A single existing spiece.model (albert) or vocab.txt (bert) is imported instead of training.",
     )
+    parser.add_argument(
+        "--tfds_text_field",
+        default="text",
+        help="For tfds:NAME[/CONFIG][:SPLIT] inputs (prepared TensorFlow Datasets splits), the text feature.",
+    )
+    parser.add_argument("--tfds_data_dir", default=None, help="For tfds: inputs, where the dataset is prepared.")
     parser.add_argument("--output", required=True, help="Directory to write the tokenizer to.")
     parser.add_argument(
         "--model_type", choices=MODEL_TYPES, default="albert", help="albert: SentencePiece; bert: WordPiece."
@@ -41,6 +47,8 @@ def run(args):
         input_sentence_size=args.input_sentence_size,
         seed=args.seed,
         verbose=args.verbose,
+        tfds_text_field=args.tfds_text_field,
+        tfds_data_dir=args.tfds_data_dir,
     )
     print(
         f"wrote {tokenizer.model_type} tokenizer, vocabulary {tokenizer.vocab_size}, to {args.output} "

@@ -15,6 +15,7 @@ from itertools import chain, repeat
 from keras_albert.errors import UserInputError
 
 GZIP_MAGIC = b"\x1f\x8b"
+TFDS_PREFIX = "tfds:"  # `keras_albert.data.tfds_input.PREFIX`; such inputs are TensorFlow Datasets splits
 
 # Words after which a full stop does not end a sentence ("Mr. Weston", "St. Ives"); single letters are initials.
 _ABBREVIATIONS = frozenset(
@@ -65,12 +66,18 @@ def corpus_files():
     return paths
 
 
+def is_tfds(path):
+    """Whether an input is a TensorFlow Datasets split, `tfds:NAME[/CONFIG][:SPLIT]`, rather than a file."""
+    return isinstance(path, str) and path.startswith(TFDS_PREFIX)
+
+
 def resolve_inputs(inputs=None, flag="--input"):
     """Expand files, directories, globs and comma-separated lists into a list of file paths.
 
     Args:
         inputs: str, list of str or None. Paths or glob patterns; a string may hold several separated by commas.
-            `None` (or empty) selects the embedded corpus (`corpus_files()`).
+            `None` (or empty) selects the embedded corpus (`corpus_files()`). `tfds:NAME[/CONFIG][:SPLIT]` items
+            (TensorFlow Datasets splits) are kept as they are.
         flag: str. The flag named in error messages.
 
     Returns:
@@ -85,6 +92,9 @@ def resolve_inputs(inputs=None, flag="--input"):
         return corpus_files()
     paths = []
     for pattern in patterns:
+        if is_tfds(pattern):  # a TensorFlow Datasets split (`tfds_input`), kept as written
+            paths.append(pattern)
+            continue
         pattern = os.path.expanduser(pattern)
         if os.path.isdir(pattern):
             matches = sorted(
@@ -206,8 +216,16 @@ def read_documents(path, document_break_lines=1):
     return split_documents(read_text(path), document_break_lines)
 
 
-def iter_sentences(paths, document_break_lines=1):
-    """Yield every sentence of every file in order (for tokenizer training)."""
+def iter_sentences(paths, document_break_lines=1, tfds_text_field="text", tfds_data_dir=None):
+    """Yield every sentence of every file (or `tfds:` split, its examples' `tfds_text_field`) in order (for tokenizer
+    training)."""
     for path in paths:
+        if is_tfds(path):
+            from keras_albert.data import tfds_input
+
+            for piece in tfds_input.iter_documents_text(path, document_break_lines, tfds_text_field, tfds_data_dir):
+                for document in split_documents(piece, document_break_lines):
+                    yield from document
+            continue
         for document in read_documents(path, document_break_lines):
             yield from document

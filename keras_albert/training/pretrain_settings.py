@@ -231,8 +231,9 @@ def _check_squad(s):
         raise UserInputError(f"{name('squad_frequency')} needs {name('tokenizer')} (to turn SQuAD questions into "
                              "features)")
     for field in ("squad_train_file", "squad_predict_file"):
-        if getattr(s, field) is not None and not os.path.isfile(getattr(s, field)):
-            raise UserInputError(f"{name(field)}: {getattr(s, field)} does not exist")
+        path = getattr(s, field)  # a tfds: SQuAD split (TensorFlow Datasets) is checked when read
+        if path is not None and not str(path).startswith("tfds:") and not os.path.isfile(path):
+            raise UserInputError(f"{name(field)}: {path} does not exist")
     check_integer(s, "squad_steps")
     check_integer(s, "squad_batch_size")
     if s.squad_max_seq_length is None:

@@ -222,7 +222,7 @@ def _examples(given, path, version, field, split):
             raise UserInputError(f"{name(field)} is required with {name('task_name')} squadv1: the embedded Austen "
                                  "question set is SQuAD v2.0")
         path = squad.austen_squad_path(split)
-    elif not os.path.isfile(path):
+    elif not str(path).startswith("tfds:") and not os.path.isfile(path):  # tfds: a TFDS SQuAD split
         raise UserInputError(f"{name(field)} {path}: no such file")
     try:
         examples = squad.read_squad(path, version=version)

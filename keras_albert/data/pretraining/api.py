@@ -34,7 +34,7 @@ import sys
 import time
 
 from keras_albert import io
-from keras_albert.data import text, tokenizers
+from keras_albert.data import text, tfds_input, tokenizers
 from keras_albert.data.pretraining import instances, plan, pool, writer
 from keras_albert.data.pretraining.corpus import Corpus, input_pieces, tokenize_piece
 from keras_albert.data.pretraining.settings import PretrainingDataSettings
@@ -80,6 +80,8 @@ def create_pretraining_data(
     document_break_lines=1,
     builder=None,
     progress=True,
+    tfds_text_field="text",
+    tfds_data_dir=None,
 ):
     """Write pretraining TFRecords and return the summary (also written as `summary.json` beside the shards).
 
@@ -102,6 +104,8 @@ def create_pretraining_data(
         document_break_lines: int. Blank lines that end a document (see `text.split_documents`).
         builder: str or None. "compiled" or "numpy"; default the compiled one when installed. Same output.
         progress: bool. Show progress bars.
+        tfds_text_field: str. For `tfds:NAME[/CONFIG][:SPLIT]` inputs (TensorFlow Datasets splits, read from
+            `tfds_data_dir`, else TFDS's default directory): the feature holding each example's text, one document.
 
     Example:
     ```python
@@ -134,6 +138,9 @@ def create_pretraining_data(
         builder=builder,
     )
     paths = text.resolve_inputs(inputs)
+    for path in paths:  # fail before any work on a TFDS input that cannot be read
+        if text.is_tfds(path):
+            tfds_input.check_text_input(path, tfds_text_field, tfds_data_dir)
     shard_paths = writer.prepare_output_dir(output_dir, settings.num_shards)
 
     totals = Totals(max_ngram=settings.max_ngram)
@@ -143,7 +150,7 @@ def create_pretraining_data(
             spill = pool.make_spill_dir(pool.spill_root(settings.workers * pool.SPILL_PER_WORKER))
         # The worker processes serve both steps, started once.
         with pool.WorkerPool(settings.workers, tokenizer=tokenizer, spill=spill) as workers_pool:
-            corpus = read_corpus(paths, workers_pool, settings, progress)
+            corpus = read_corpus(paths, workers_pool, settings, progress, tfds_text_field, tfds_data_dir)
             if corpus.num_tokens < 2:
                 raise _too_small(paths, corpus)
             tasks = plan.plan_tasks(corpus, settings)
@@ -177,6 +184,8 @@ def create_pretraining_data(
     summary = totals.summary(settings, corpus, time.perf_counter() - start_time)
     summary["settings"] = settings.as_dict(tokenizer=tokenizer_path)
     summary["files"] = paths
+    if any(map(text.is_tfds, paths)):
+        summary["tfds"] = {"text_field": tfds_text_field, "data_dir": tfds_data_dir}
     summary["shards"] = [os.path.basename(path) for path in shard_paths]
     # What training checks its tokenizer against. `vocab_size` is the name `data.summary.read_data_summary` reads.
     summary["vocab_size"] = summary["tokenizer_vocab_size"] = tokenizer.vocab_size
@@ -194,11 +203,11 @@ def _too_small(paths, corpus):
     )
 
 
-def read_corpus(paths, workers_pool, settings, progress):
+def read_corpus(paths, workers_pool, settings, progress, tfds_text_field="text", tfds_data_dir=None):
     """The `Corpus` of `paths`: read, split into documents and sentences, and tokenized (each sentence once) in
     pieces of whole documents, by the pool's processes."""
     breaks = settings.document_break_lines
-    pieces = input_pieces(paths, breaks, settings.workers)
+    pieces = input_pieces(paths, breaks, settings.workers, tfds_text_field, tfds_data_dir)
     work = ((piece, breaks, number) for number, piece in enumerate(pieces))
     results = []
     bar = _progress(progress, "tokenizing", "token")

@@ -75,35 +75,70 @@ class Corpus:
         return int(self.sentence_starts.size - 1)
 
 
-def input_pieces(paths, document_break_lines, workers):
+def input_pieces(paths, document_break_lines, workers, tfds_text_field="text", tfds_data_dir=None):
     """Every file's text, cut at document breaks into pieces of about TOKENIZE_PIECE_CHARS characters.
 
     With several workers, pieces shrink as the end of the input nears (OpenMP's "guided" schedule: a piece is at most
     1/(2 x workers) of what is left, at least SMALLEST_PIECE_CHARS), so that the workers finish together rather than
     all waiting for the one holding the last large piece. What is left in the files not yet read is estimated from
     their sizes on disk, at the characters per byte of the file just read. A generator: the next file is read and
-    cut only when its pieces are needed.
+    cut only when its pieces are needed. A `tfds:` input (`tfds_input`) is read example by example, each example's
+    `tfds_text_field` a document, and cut between examples.
     """
-    later_bytes = sum(os.path.getsize(path) for path in paths)
-    for path in paths:
+    sizes = [_input_size(path, tfds_text_field, tfds_data_dir) for path in paths]
+    later_bytes = sum(sizes)
+    for path, size in zip(paths, sizes):
+        later_bytes -= size
+        if text.is_tfds(path):
+            yield from _tfds_pieces(path, document_break_lines, workers, tfds_text_field, tfds_data_dir,
+                                    size + later_bytes)
+            continue
         content = text.read_text(path)
-        later_bytes -= os.path.getsize(path)
-        later_chars = later_bytes * len(content) / max(os.path.getsize(path), 1)
+        later_chars = later_bytes * len(content) / max(size, 1)
         if "\r" in content:
             content = content.replace("\r\n", "\n").replace("\r", "\n")
         breaks = re.compile(r"\n(?:[^\S\n]*\n){%d,}" % document_break_lines)
         start = 0
         while True:
-            size = TOKENIZE_PIECE_CHARS
-            if workers > 1:
-                left = len(content) - start + later_chars
-                size = int(max(SMALLEST_PIECE_CHARS, min(size, left / (2 * workers))))
+            size = _piece_size(len(content) - start + later_chars, workers)
             found = breaks.search(content, start + size) if len(content) - start > size else None
             if found is None:
                 yield content[start:]
                 break
             yield content[start : found.start()]
             start = found.end()
+
+
+def _piece_size(left, workers):
+    if workers > 1:
+        return int(max(SMALLEST_PIECE_CHARS, min(TOKENIZE_PIECE_CHARS, left / (2 * workers))))
+    return TOKENIZE_PIECE_CHARS
+
+
+def _input_size(path, tfds_text_field, tfds_data_dir):
+    if text.is_tfds(path):
+        from keras_albert.data import tfds_input
+
+        return tfds_input.check_text_input(path, tfds_text_field, tfds_data_dir)
+    return os.path.getsize(path)
+
+
+def _tfds_pieces(value, document_break_lines, workers, text_field, data_dir, left):
+    """Pieces of whole examples (documents) of a `tfds:` input; `left` estimates the characters still to come."""
+    from keras_albert.data import tfds_input
+
+    piece, length = [], 0
+    for document in tfds_input.iter_documents_text(value, document_break_lines, text_field, data_dir):
+        if "\r" in document:
+            document = document.replace("\r\n", "\n").replace("\r", "\n")
+        piece.append(document)
+        length += len(document)
+        if length >= _piece_size(left, workers):
+            yield "".join(piece)
+            left -= length
+            piece, length = [], 0
+    if piece:
+        yield "".join(piece)
 
 
 def tokenize_piece(tokenizer, piece, document_break_lines):

@@ -4,6 +4,7 @@ import dataclasses
 import importlib.resources
 import os
 
+from keras_albert.data import tfds_input
 from keras_albert.errors import UserInputError
 from keras_albert.io import read_json
 
@@ -57,13 +58,18 @@ def austen_squad_path(split="train"):
     return str(path)
 
 
-def load_json(path):
+def load_json(path, what="JSON file", tfds_data_dir=None):
     """Parses a JSON file (SQuAD data, predictions, no-answer probabilities); `keras_albert.io.read_json`.
+
+    A TensorFlow Datasets SQuAD split, `tfds:squad/v2.0[:SPLIT]` (split default train), gives the SQuAD JSON of its
+    examples (`tfds_input.squad_json`; read from `tfds_data_dir`, else `TFDS_DATA_DIR` or TFDS's default directory).
 
     Raises:
         UserInputError: one line naming the path, for a missing or unreadable file, non-UTF-8 bytes or invalid JSON.
     """
-    return read_json(path)
+    if tfds_input.is_tfds(path):
+        return tfds_input.squad_json(path, tfds_data_dir)
+    return read_json(path, what=what)
 
 
 def _field(container, name, expected_type, where):
@@ -75,13 +81,16 @@ def _field(container, name, expected_type, where):
     return value
 
 
-def read_squad(path_or_dict, version=None):
+def read_squad(path_or_dict, version=None, tfds_data_dir=None):
     """Reads a SQuAD v1.1 or v2.0 dataset into a list of `SquadExample`, validating every question.
 
     Args:
-        path_or_dict: str, path or dict. A SQuAD JSON file, or the already parsed JSON (`{"data": [...]}`).
+        path_or_dict: str, path or dict. A SQuAD JSON file, or the already parsed JSON (`{"data": [...]}`), or a
+            prepared TensorFlow Datasets split, `tfds:squad/v2.0:validation` (split default train; its examples
+            come in TFDS's order, grouped back into paragraphs).
         version: str or None. `"1.1"` or `"2.0"`; None takes the file's `version` field, and otherwise allows
             `is_impossible` questions (v2.0) whenever they appear.
+        tfds_data_dir: str or None. Where a `tfds:` split is prepared; default `TFDS_DATA_DIR`, else TFDS's own.
 
     Returns:
         A list of `SquadExample`, in file order.
@@ -101,7 +110,7 @@ def read_squad(path_or_dict, version=None):
     if isinstance(path_or_dict, (dict, list)):
         source, dataset = "SQuAD dataset", path_or_dict
     else:
-        source, dataset = os.fspath(path_or_dict), load_json(path_or_dict)
+        source, dataset = os.fspath(path_or_dict), load_json(path_or_dict, tfds_data_dir=tfds_data_dir)
     if isinstance(dataset, list):
         dataset = {"data": dataset}
     if not isinstance(dataset, dict):

@@ -6,7 +6,7 @@ The command line (`keras-albert train-tokenizer`) is `keras_albert.commands.trai
 import io
 import os
 
-from keras_albert.data import text
+from keras_albert.data import text, tfds_input
 from keras_albert.data.tokenizers.base import BERT_SPECIALS, MODEL_TYPES, VOCAB_FILE, refuse_other_model_type
 from keras_albert.data.tokenizers.loading import load_tokenizer, sniff_sentencepiece
 from keras_albert.data.tokenizers.sentence_piece import SentencePieceTokenizer
@@ -25,6 +25,8 @@ def train_tokenizer(
     document_break_lines=1,
     seed=0,
     verbose=False,
+    tfds_text_field="text",
+    tfds_data_dir=None,
 ):
     """Train (or import) a tokenizer and save it to `output_dir`.
 
@@ -44,6 +46,8 @@ def train_tokenizer(
         document_break_lines: int. As `text.split_documents` (only affects sentence boundaries here).
         seed: int. SentencePiece's sampling seed.
         verbose: bool. Let the trainers log.
+        tfds_text_field, tfds_data_dir: str. For `tfds:NAME[/CONFIG][:SPLIT]` inputs (prepared TensorFlow Datasets
+            splits): the feature holding each example's text, and where the dataset is prepared.
 
     Returns:
         The saved `Tokenizer`.
@@ -63,9 +67,12 @@ def train_tokenizer(
     if not isinstance(vocab_size, int) or vocab_size < 10:
         raise UserInputError(f"--vocab_size: expected an integer >= 10, got {vocab_size!r}")
     paths = text.resolve_inputs(inputs)
-    for path in paths:
-        text.read_text(path)  # fail early, naming the file, on a missing, empty or binary input
-    sentences = text.iter_sentences(paths, document_break_lines)
+    for path in paths:  # fail early, naming the file, on a missing, empty or binary input
+        if text.is_tfds(path):
+            tfds_input.check_text_input(path, tfds_text_field, tfds_data_dir)
+        else:
+            text.read_text(path)
+    sentences = text.iter_sentences(paths, document_break_lines, tfds_text_field, tfds_data_dir)
     if model_type == "albert":
         tokenizer = _train_sentencepiece(sentences, vocab_size, character_coverage, input_sentence_size, seed, verbose)
     else:
