@@ -13,17 +13,15 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # in the test extra, as keras-albert[tfds] installs it
+from tensorflow_datasets.datasets.squad import squad_dataset_builder as real_squad
 
-tfds = pytest.importorskip("tensorflow_datasets")  # the tfds extra; CI (KERAS_ALBERT_NO_SKIPS=1) fails a skip
-
-import numpy as np  # noqa: E402
-from tensorflow_datasets.datasets.squad import squad_dataset_builder as real_squad  # noqa: E402
-
-from fixtures_data import novel_slice, scratch_dir, trained_tokenizer_dir  # noqa: E402
-from keras_albert import cli  # noqa: E402
-from keras_albert.data import create_pretraining_data, squad, tfds_input, tokenizers  # noqa: E402
-from keras_albert.errors import UserInputError  # noqa: E402
+from fixtures_data import novel_slice, scratch_dir, trained_tokenizer_dir
+from keras_albert import cli
+from keras_albert.data import create_pretraining_data, squad, tfds_input, tokenizers
+from keras_albert.errors import UserInputError
 
 TEXT_DATASET = "keras_albert_test_text"
 SOURCES = {}  # what the builders read, set before they prepare
