@@ -224,6 +224,11 @@ def _model_config_for(prefix):
     return io.read_json(config_path, what="model config")
 
 
+def _fit_advice():
+    return (f"check {name('model_type')}, {name('model_size')}, {name('vocab_size')} and {name('max_seq_length')} "
+            "(a loaded model keeps the positions its first phase gave it)")
+
+
 def restore_weights(model, path):
     """Loads the weights of a checkpoint or `.keras` model (see `resolve_checkpoint`) into `model`.
 
@@ -244,7 +249,7 @@ def restore_weights(model, path):
             raise UserInputError(
                 f"{resolved}: its weights do not fit this model "
                 f"({len(sources)} vs {len(targets)} tensors{'; ' + mismatched[0] if mismatched else ''}); "
-                f"check {name('model_type')}, {name('model_size')} and {name('vocab_size')}"
+                f"{_fit_advice()}"
             )
         for s, t in zip(sources, targets):
             t.assign(s)
@@ -256,7 +261,7 @@ def restore_weights(model, path):
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
         raise UserInputError(
             f"{resolved}: its weights do not fit this model ({str(error).splitlines()[0][:200]}); "
-            f"check {name('model_type')}, {name('model_size')} and {name('vocab_size')}"
+            f"{_fit_advice()}"
         ) from None
     return resolved
 
