@@ -8,6 +8,7 @@ mocked, nothing downloaded): a text builder whose examples are a text file's doc
 `squad` is), so `tfds:squad/v2.0` is read by TFDS's real squad builder from the files this one prepared.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -217,3 +218,18 @@ def test_spec_parsing():
     for bad in ("tfds:", "tfds:a/b/c", "tfds:a:", "tfds:/x"):
         with pytest.raises(UserInputError, match="expected tfds:NAME"):
             parse(bad)
+
+
+def test_evaluate_squad_scores_a_tfds_split_as_its_json(data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
+    dev = squad.read_squad(squad.austen_squad_path("dev"))
+    predictions = os.path.join(scratch_dir("predictions"), "predictions.json")
+    with open(predictions, "w") as file:
+        json.dump({e.qas_id: (e.answers[0].text if e.answers and i % 3 else "") for i, e in enumerate(dev)}, file)
+    scores = []
+    for data in (squad.austen_squad_path("dev"), "tfds:squad/v2.0:validation"):
+        assert cli.main(["evaluate-squad", data, predictions]) == 0
+        out = capsys.readouterr().out
+        scores.append(json.loads(out[out.index("{"):]))
+    assert scores[1] == pytest.approx(scores[0], rel=0, abs=1e-9) and scores[0]["total"] == len(dev)
+    assert 0 < scores[0]["HasAns_f1"] < 100

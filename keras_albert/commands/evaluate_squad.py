@@ -7,7 +7,7 @@ printed JSON has its keys.
 import json
 import sys
 
-from keras_albert.data.squad import evaluate, missing_predictions
+from keras_albert.data.squad import evaluate, load_json, missing_predictions
 from keras_albert.errors import UserInputError
 from keras_albert.io import read_json, write_json
 
@@ -35,7 +35,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    dataset = read_json(args.data_file, what="SQuAD file")
+    dataset = load_json(args.data_file, what="SQuAD file")  # or a TFDS split, tfds:squad/v2.0:validation
     predictions = read_json(args.pred_file, what="predictions file")
     if not isinstance(predictions, dict):
         raise UserInputError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text")
