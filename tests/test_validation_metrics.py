@@ -124,6 +124,7 @@ def test_metrics_jsonl_holds_validation_equal_to_evaluate_with_the_same_weights(
     assert sorted(seen["mlm_loss"]) == [2, 4, 5] and sorted(seen["sop_accuracy"]) == [2, 4, 5]
 
 
+@pytest.mark.large
 def test_resume_appends_to_metrics_jsonl_without_repeating_a_step(records):
     import keras
 
@@ -170,3 +171,75 @@ def test_command_flags_and_errors(records, capsys):
                        "--validation_frequency", "0"])
     assert status == 2
     assert "--validation_frequency must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_metrics_file_drops_lines_after_the_resumed_step_and_appends():
+    from keras_albert.training.logs import MetricsFile, read_metrics
+
+    path = os.path.join(scratch_dir("metrics-file"), "metrics.jsonl")
+    first = MetricsFile(path)
+    first.start(0)
+    for step in (1, 2, 3):
+        first.write(step, "train", {"loss": 1.0 / step, "note": "text is left out", "flag": True})
+    first.write(2, "validation", {"mlm_loss": float("nan")})
+    first.close()
+    with open(path, "a", encoding="utf-8") as file:
+        file.write('{"step": 4, "split": "tr')  # a line cut short by a crash
+    resumed = MetricsFile(path)
+    resumed.start(2)  # the checkpoint the run resumes from
+    resumed.write(3, "train", {"loss": 0.25})
+    resumed.close()
+    records = read_metrics(path)
+    assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (2, "train"), (2, "validation"),
+                                                          (3, "train")]
+    assert records[0] == {"step": 1, "split": "train", "loss": 1.0} and records[2]["mlm_loss"] == "nan"
+    assert records[-1]["loss"] == 0.25 and read_metrics(path, "validation") == [records[2]]
+    other = scratch_dir("not-the-chief")
+    silent = MetricsFile(os.path.join(other, "metrics.jsonl"), enabled=False)
+    silent.start(0)
+    silent.write(1, "train", {"loss": 1.0})
+    silent.close()
+    assert os.listdir(other) == []  # only the chief writes
+
+
+@pytest.mark.large
+def test_two_workers_validate_like_one_process_on_both_shards(records):
+    """Two workers (MultiWorkerMirroredStrategy on 127.0.0.1), each reading its shard of the held-out records:
+    the chief alone writes metrics.jsonl, and its validation values equal one process evaluating the final weights
+    on the two shards' batches side by side (the global batch each validation step reads)."""
+    import glob
+    import json
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    import keras_albert.models  # noqa: F401 (registers the classes model.keras names)
+    from keras_albert.data import pretraining_dataset
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from multi_worker_harness import run_workers
+
+    run_dir = scratch_dir("two-workers-validated")
+    flags = ["pretrain", "--train_files", records["train"], "--val_files", records["val"], "--output_dir", run_dir,
+             "--model_size", "tiny", "--per_gpu_batch_size", "2", "--total_steps", "4", "--warmup_steps", "1",
+             "--learning_rate", "1e-2", "--log_frequency", "2", "--checkpoint_frequency", "4",
+             "--validation_frequency", "2", "--max_validation_steps", str(VALIDATION_STEPS),
+             "--distribution", "multi_worker", "--jit_compile", "false", "--quiet", "--seed", "3"]
+    script = "import json, os, sys\nfrom keras_albert.cli import main\nsys.exit(main(json.loads(os.environ['FLAGS'])))"
+    results = run_workers(script, num_workers=2, timeout=400, env={"FLAGS": json.dumps(flags)})
+    assert all("validation" in r.log for r in results[:1]) and "validation" not in results[1].log
+    lines = _lines(run_dir)
+    assert [(line["step"], line["split"]) for line in lines] == [(2, "train"), (2, "validation"), (4, "train"),
+                                                                 (4, "validation")]
+
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    shards = [pretraining_dataset(records["val"], 2, SEQ, PREDICTIONS, shuffle=False, repeat=True, seed=3,
+                                  input_context=tf.distribute.InputContext(2, index, 2)) for index in (0, 1)]
+    side_by_side = tf.data.Dataset.zip(tuple(shards)).map(
+        lambda a, b: {key: tf.concat([a[key], b[key]], 0) for key in a})
+    expected = model.evaluate(side_by_side, steps=VALIDATION_STEPS, verbose=0, return_dict=True)
+    for key in ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy"):
+        assert lines[-1][key] == pytest.approx(float(expected[key]), abs=1e-5), key
+    assert len(glob.glob(os.path.join(run_dir, "tensorboard", "validation", "events.*"))) == 1
