@@ -314,7 +314,8 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
     from keras_albert.training import callbacks as run_callbacks
     from keras_albert.training.checkpoints import RunCheckpoint
     from keras_albert.training.nonfinite import StopOnNonFinite
-    from keras_albert.training.pretrain import _check_changed_settings, _workers_agree
+    from keras_albert.models.multi_worker import workers_min_max
+    from keras_albert.training.pretrain import _check_changed_settings
 
     horovod = distribute.horovod_module()
     _, num_workers, local_replicas = strategy_workers(strategy)
@@ -330,7 +331,7 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
             checkpoint = RunCheckpoint(output_dir, model, settings.keep_checkpoints, worker)
             latest = checkpoint.latest
             initial_step = checkpoint.restore_latest()
-        if num_workers > 1 and not _workers_agree(strategy, initial_step, horovod):
+        if num_workers > 1 and len(set(workers_min_max(strategy, initial_step, horovod))) > 1:
             raise UserInputError(
                 f"{name('output_dir')}: the workers found different checkpoints under {checkpoint.directory} (this "
                 f"one: step {initial_step}); the output directory must be on a filesystem that every worker sees"
