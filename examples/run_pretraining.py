@@ -33,12 +33,24 @@ SageMaker (the launcher sets TF_CONFIG from SM_HOSTS on every host; see `keras-a
         --total_steps 125000 --learning_rate 0.00176 --optimizer lamb --log_frequency 10 --name myfirstjob \\
         --train_files 'records/*.tfrecord' --output_dir runs/myfirstjob
 
-BERT phase 2 (longer sequences, weights of phase 1, fresh optimizer and schedule):
+BERT's two phases (the reference's phase 1 and phase 2 commands): phase 1 at 128 tokens from scratch,
+
+    python examples/run_pretraining.py --model_type bert --model_size base --load_from scratch \\
+        --train_files '/fsx/data128/*.tfrecord' --max_seq_length 128 --max_predictions_per_seq 20 \\
+        --per_gpu_batch_size 128 --gradient_accumulation_steps 4 --warmup_steps 1400 --total_steps 14076 \\
+        --learning_rate 0.00176 --optimizer lamb --squad_freq 0 --output_dir /fsx/runs/bert-phase1
+
+then phase 2 at 512 tokens from phase 1's final weights (`--load_from checkpoint` into a new --output_dir: a fresh
+optimizer, with this phase's batch layout, steps and schedule; the preset has 512 positions from phase 1 on):
 
     python examples/run_pretraining.py --model_type bert --model_size base --load_from checkpoint \\
         --checkpoint_path /fsx/runs/bert-phase1 --train_files '/fsx/data512/*.tfrecord' --max_seq_length 512 \\
         --max_predictions_per_seq 80 --per_gpu_batch_size 32 --gradient_accumulation_steps 8 --warmup_steps 312 \\
         --total_steps 3124 --learning_rate 0.00176 --output_dir /fsx/runs/bert-phase2
+
+Validation on held-out records (the reference's --val_files and --validation_frequency): add
+`--val_files '/fsx/heldout/*.tfrecord' --validation_frequency 2000`; the values land in TensorBoard and in
+metrics.jsonl in --output_dir.
 """
 
 import argparse
