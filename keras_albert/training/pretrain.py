@@ -39,6 +39,7 @@ from keras_albert.training.pretrain_settings import PretrainSettings, resolve_se
 from keras_albert.training.runs import (
     build_model,
     build_optimizer,
+    check_changed_settings,
     precision_policy,
     resolve_jit_compile,
     uses_float16,
@@ -205,43 +206,6 @@ def copy_tokenizer(tokenizer, directory):
     from keras_albert.training.provenance import load_checked_tokenizer, save_tokenizer
 
     return [save_tokenizer(load_checked_tokenizer(tokenizer), directory)]
-
-
-# Settings whose change makes a resumed run optimise differently from the run it continues. `total_steps` is not
-# among them: extending a run is an ordinary resume (the decay then stretches to the new end; logged).
-OPTIMISATION_SETTINGS = (
-    "optimizer", "learning_rate", "end_learning_rate", "learning_rate_decay_power", "warmup_steps", "weight_decay",
-    "beta_1", "beta_2", "epsilon", "max_grad_norm", "per_gpu_batch_size", "gradient_accumulation_steps",
-    "mixed_precision",
-)
-_NOT_COMPARED = ("quiet", "allow_changed_settings")
-
-
-def _check_changed_settings(settings):
-    """Before a resume: a `UserInputError` listing the changed `OPTIMISATION_SETTINGS` since the previous start of
-    this run, unless `allow_changed_settings`; every change is logged. Not a resume (no checkpoint in `output_dir`,
-    e.g. a new phase that loads another run's checkpoint): nothing to compare."""
-    from keras_albert.training.checkpoints import CHECKPOINT_DIR
-
-    path = os.path.join(settings.output_dir, SETTINGS_FILE)
-    if not os.path.isfile(os.path.join(settings.output_dir, CHECKPOINT_DIR, "checkpoint")) or not os.path.isfile(path):
-        return
-    try:
-        previous = io.read_json(path).get("settings", {})
-    except (UserInputError, AttributeError):
-        return
-    current = dataclasses.asdict(settings)
-    changed = [key for key in current if key in previous and previous[key] != current[key] and key not in _NOT_COMPARED]
-    refused = [key for key in changed if key in OPTIMISATION_SETTINGS]
-    described = {key: f"{name(key)} {previous[key]!r} -> {current[key]!r}" for key in changed}
-    if refused and not settings.allow_changed_settings:
-        raise UserInputError(
-            f"{settings.output_dir} holds a run that these settings would optimise differently "
-            f"({', '.join(described[key] for key in refused)}); resume with its settings, use a new "
-            f"{name('output_dir')}, or pass {name('allow_changed_settings')}"
-        )
-    if changed:
-        logger.warning("Settings changed since the previous start: %s", ", ".join(described.values()))
 
 
 def _write_settings(settings, replicas, strategy, worker, jit_compile):
@@ -431,7 +395,7 @@ def pretrain(settings, callbacks=None, *, model=None, dataset=None):
     os.makedirs(settings.output_dir, exist_ok=True)
     with log_to_file(os.path.join(settings.output_dir, LOG_FILE), enabled=worker.is_chief), \
             precision_policy(settings.mixed_precision), StopSignals() as stop_signals:
-        _check_changed_settings(settings)
+        check_changed_settings(settings, SETTINGS_FILE)
         keras.utils.set_random_seed(settings.seed)
         jit_compile = resolve_jit_compile(settings.jit_compile, strategy)
         model, checkpoint, latest, initial_step = _build_and_restore(settings, strategy, worker, jit_compile, model)

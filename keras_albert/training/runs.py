@@ -230,3 +230,48 @@ def resolve_jit_compile(setting, strategy):
 def checkpoint_directory(path):
     """The directory of a checkpoint path (itself when it is one), where its tokenizer is looked for."""
     return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+
+
+# ------------------------------------------------------------------------------------------------ resume safety
+
+# Settings whose change makes a resumed run optimise differently from the run it continues. `total_steps` is not
+# among them: extending a run is an ordinary resume (the decay then stretches to the new end; logged).
+OPTIMISATION_SETTINGS = (
+    "optimizer", "learning_rate", "end_learning_rate", "learning_rate_decay_power", "warmup_steps", "weight_decay",
+    "beta_1", "beta_2", "epsilon", "max_grad_norm", "per_gpu_batch_size", "gradient_accumulation_steps",
+    "mixed_precision",
+)
+_NOT_COMPARED = ("quiet", "allow_changed_settings")
+
+
+def check_changed_settings(settings, settings_file="settings.json"):
+    """Before a resume: a `UserInputError` listing the changed `OPTIMISATION_SETTINGS` since the previous start of
+    this run, unless `allow_changed_settings`; every change is logged. Not a resume (no checkpoint in `output_dir`,
+    e.g. a new phase that loads another run's checkpoint): nothing to compare.
+
+    `settings` is a dataclass with `output_dir` and `allow_changed_settings` (`PretrainSettings`,
+    `SquadRunSettings`); the previous start's settings are `settings_file`'s `"settings"` in `output_dir`."""
+    import dataclasses
+
+    from keras_albert import io
+    from keras_albert.training.checkpoints import CHECKPOINT_DIR
+
+    path = os.path.join(settings.output_dir, settings_file)
+    if not os.path.isfile(os.path.join(settings.output_dir, CHECKPOINT_DIR, "checkpoint")) or not os.path.isfile(path):
+        return
+    try:
+        previous = io.read_json(path).get("settings", {})
+    except (UserInputError, AttributeError):
+        return
+    current = dataclasses.asdict(settings)
+    changed = [key for key in current if key in previous and previous[key] != current[key] and key not in _NOT_COMPARED]
+    refused = [key for key in changed if key in OPTIMISATION_SETTINGS]
+    described = {key: f"{name(key)} {previous[key]!r} -> {current[key]!r}" for key in changed}
+    if refused and not settings.allow_changed_settings:
+        raise UserInputError(
+            f"{settings.output_dir} holds a run that these settings would optimise differently "
+            f"({', '.join(described[key] for key in refused)}); resume with its settings, use a new "
+            f"{name('output_dir')}, or pass {name('allow_changed_settings')}"
+        )
+    if changed:
+        logger.warning("Settings changed since the previous start: %s", ", ".join(described.values()))

@@ -30,6 +30,7 @@ from keras_albert.training.provenance import check_squad_tokenizer
 from keras_albert.training.runs import (
     build_model,
     build_optimizer,
+    check_changed_settings,
     checkpoint_directory,
     precision_policy,
     resolve_jit_compile,
@@ -315,14 +316,13 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
     from keras_albert.training.checkpoints import RunCheckpoint
     from keras_albert.training.nonfinite import StopOnNonFinite
     from keras_albert.models.multi_worker import workers_min_max
-    from keras_albert.training.pretrain import _check_changed_settings
 
     horovod = distribute.horovod_module()
     _, num_workers, local_replicas = strategy_workers(strategy)
     replicas = num_workers * local_replicas
     total_steps = settings.total_steps
     with StopSignals() as stop_signals:
-        _check_changed_settings(settings)
+        check_changed_settings(settings, SETTINGS_FILE)
         jit_compile = resolve_jit_compile(settings.jit_compile, strategy)
         compile_for_squad(model, settings, total_steps, jit_compile)
         with strategy.scope():
