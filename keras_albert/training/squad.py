@@ -310,12 +310,12 @@ def export_finetuned_model(model, tokenizer, directory):
 def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, output_dir, callbacks, verbose):
     """Finetunes `model` in the run directory `output_dir`, or resumes it from its latest checkpoint: periodic
     checkpoints, signals stop at a step boundary with a checkpoint; then writes `model.keras` unless a signal
-    stopped it. Returns (step reached, signal or None, path of model.keras or None on other workers)."""
+    stopped it before the last step. Returns (step reached, signal or None, path of model.keras or None)."""
     from keras_albert import distribute
+    from keras_albert.models.multi_worker import workers_min_max
     from keras_albert.training import callbacks as run_callbacks
     from keras_albert.training.checkpoints import RunCheckpoint
     from keras_albert.training.nonfinite import StopOnNonFinite
-    from keras_albert.models.multi_worker import workers_min_max
 
     horovod = distribute.horovod_module()
     _, num_workers, local_replicas = strategy_workers(strategy)
@@ -375,8 +375,9 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
             shuffle=False,
         )
     step = checkpoint.last_saved_step
-    preempted = stop_on_signal.signum if step < total_steps else None
-    if preempted:
+    # The signal as every worker saw it at a step boundary; during the last step, the run still writes its model.
+    preempted = stop_on_signal.signum
+    if preempted and step < total_steps:
         logger.info(
             "Stopped by %s at step %d of %d; checkpoint %s-%d saved; run again with the same %s to resume",
             signal_name(preempted), step, total_steps, os.path.join(checkpoint.directory, "ckpt"), step,
@@ -386,7 +387,7 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
     final_model = checkpoint.save_final_model()
     if final_model:
         logger.info("Wrote %s (step %d)", final_model, step)
-    return step, None, final_model
+    return step, preempted, final_model
 
 
 def run_squad(
@@ -415,7 +416,8 @@ def run_squad(
 
     Running again with the same `output_dir` resumes from the latest checkpoint (weights, optimizer, step, dropout
     RNG states, data position); a finished run only predicts again. While training, SIGTERM and SIGINT stop the run
-    after the current step with a checkpoint of that step (`preempted` in the result; nothing else is written).
+    after the current step with a checkpoint of that step (`preempted` in the result); nothing else is written,
+    except `model.keras` when that step was the last one.
 
     Args:
         settings: `SquadRunSettings` or None (the command's defaults).
