@@ -125,6 +125,29 @@ def test_metrics_jsonl_holds_validation_equal_to_evaluate_with_the_same_weights(
 
 
 @pytest.mark.large
+def test_validation_changes_nothing_in_training(records):
+    """The same run with and without --val_files: the same training lines in metrics.jsonl (the window means that
+    `evaluate`'s metric reset would have disturbed, put back) and the same final weights."""
+    from keras_albert.training.pretrain import pretrain
+
+    runs = {}
+    for name, val_files in (("with", records["val"]), ("without", None)):
+        run_dir = scratch_dir(f"{name}-validation")
+        # Validated after every step, inside the 4-step log window: each `evaluate` resets the model's metrics.
+        result = pretrain(_settings(records, run_dir, val_files=val_files, log_frequency=4,
+                                    validation_frequency=1))
+        runs[name] = ([line for line in _lines(run_dir) if line["split"] == "train"],
+                      [np.asarray(w) for w in result["model"].get_weights()])
+    (with_lines, with_weights), (without_lines, without_weights) = runs["with"], runs["without"]
+    assert [line["step"] for line in with_lines] == [4, 5]
+    for a, b in zip(with_lines, without_lines):
+        for key in ("loss", "mlm_loss", "mlm_accuracy", "sop_loss", "sop_accuracy", "grad_norm", "learning_rate"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["step"], key)
+    for a, b in zip(with_weights, without_weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.large
 def test_resume_appends_to_metrics_jsonl_without_repeating_a_step(records):
     import keras
 
