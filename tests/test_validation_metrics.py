@@ -194,6 +194,13 @@ def test_command_flags_and_errors(records, capsys):
                        "--validation_frequency", "0"])
     assert status == 2
     assert "--validation_frequency must be an integer >= 1" in capsys.readouterr().err
+    longer = pretraining_records(250, 2 * SEQ, PREDICTIONS)
+    status = cli.main(["pretrain", "--train_files", records["train"], "--val_files", longer, "--output_dir", run_dir,
+                       "--model_size", "tiny", "--total_steps", "2", "--warmup_steps", "1"])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--max_seq_length={2 * SEQ}, the training records with {SEQ}" in err[0], err
+    assert err[0].startswith("keras-albert pretrain: error: --val_files: the records under ")
 
 
 def test_metrics_file_drops_lines_after_the_resumed_step_and_appends():

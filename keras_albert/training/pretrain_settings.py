@@ -261,7 +261,8 @@ def _check_validation(s):
                              ("max_predictions_per_seq", summary.max_predictions_per_seq)):
             if known is not None and known != getattr(s, field):
                 raise UserInputError(f"{name('val_files')}: the records under {os.path.dirname(files[0])} were "
-                                     f"written with {name(field)}={known}, the training records with {getattr(s, field)}")
+                                     f"written with {name(field)}={known}, the training records with "
+                                     f"{getattr(s, field)}")
 
 
 def resolve_settings(settings, *, model=None, dataset=None):
