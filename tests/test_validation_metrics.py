@@ -194,6 +194,13 @@ def test_command_flags_and_errors(records, capsys):
                        "--validation_frequency", "0"])
     assert status == 2
     assert "--validation_frequency must be an integer >= 1" in capsys.readouterr().err
+    status = cli.main(["pretrain", "--train_files", records["train"], "--val_files", records["val"],
+                       "--output_dir", run_dir, "--model_size", "tiny", "--total_steps", "2", "--warmup_steps", "1",
+                       "--steps_per_execution", "2", "--log_frequency", "2", "--checkpoint_frequency", "2",
+                       "--validation_frequency", "2", "--max_validation_steps", "3"])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "keras-albert pretrain: error: --max_validation_steps (3) must be a multiple of --steps_per_execution (2)"]
     longer = pretraining_records(250, 2 * SEQ, PREDICTIONS)
     status = cli.main(["pretrain", "--train_files", records["train"], "--val_files", longer, "--output_dir", run_dir,
                        "--model_size", "tiny", "--total_steps", "2", "--warmup_steps", "1"])

@@ -93,7 +93,8 @@ def add_arguments(parser):
                       help="Steps between validations on --val_files.")
     data.add_argument("--max_validation_steps", type=int, default=100,
                       help="Batches of --per_gpu_batch_size per replica in each validation: the first ones of "
-                      "--val_files, the same each time (read round again if the files hold fewer).")
+                      "--val_files, the same each time (read round again if the files hold fewer); a multiple of "
+                      "--steps_per_execution.")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_type", default="albert", choices=MODEL_TYPES,

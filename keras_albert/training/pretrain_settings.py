@@ -247,9 +247,11 @@ def _check_validation(s):
 
     check_integer(s, "validation_frequency")
     check_integer(s, "max_validation_steps")
-    if s.validation_frequency % s.steps_per_execution:
-        raise UserInputError(f"{name('validation_frequency')} ({s.validation_frequency}) must be a multiple of "
-                             f"{name('steps_per_execution')} ({s.steps_per_execution})")
+    # Keras' evaluate runs whole executions: 3 steps at steps_per_execution 2 would read 4 batches.
+    for field in ("validation_frequency", "max_validation_steps"):
+        if getattr(s, field) % s.steps_per_execution:
+            raise UserInputError(f"{name(field)} ({getattr(s, field)}) must be a multiple of "
+                                 f"{name('steps_per_execution')} ({s.steps_per_execution})")
     if not isinstance(s.val_files, str):
         s.val_files = list(s.val_files)
         if len(s.val_files) == 1:
