@@ -90,3 +90,42 @@ def test_two_workers_predict_one_feature_as_one_process(tmp_path):
     assert np.array_equal(outputs[0][0]["weights"], outputs[1][0]["weights"])
     initial = np.concatenate([w.ravel() for w in model.get_weights()])
     assert not np.array_equal(outputs[0][0]["weights"], initial)
+
+
+SQUAD_COMMAND = """
+import json, os, sys
+from keras_albert.cli import main
+sys.exit(main(json.loads(os.environ["FLAGS"])))
+"""
+
+
+@pytest.mark.large  # two TensorFlow processes finetuning and predicting: a minute or two on 2 cores
+def test_the_squad_command_on_two_workers_checkpoints_exports_and_predicts_once(tmp_path):
+    """`keras-albert squad --distribution multi_worker` on two workers sharing --output_dir: both exit 0; the
+    checkpoints at 2 and 4, model.keras, huggingface/ and the predictions are written once, by the chief; a rerun
+    of both resumes at the last step and only predicts."""
+    from test_squad_long_runs import small_squad
+
+    for split, questions in (("train", 12), ("dev", 3)):
+        (tmp_path / f"{split}.json").write_text(json.dumps(small_squad(split, questions)))
+    output_dir = tmp_path / "out"
+    flags = ["squad", "--tokenizer", trained_tokenizer_dir("albert", 2000), "--model_size", "tiny",
+             "--train_file", str(tmp_path / "train.json"), "--predict_file", str(tmp_path / "dev.json"),
+             "--output_dir", str(output_dir), "--max_seq_length", "64", "--doc_stride", "32",
+             "--max_query_length", "16", "--per_gpu_batch_size", "2", "--total_steps", "4",
+             "--checkpoint_frequency", "2", "--log_frequency", "1", "--learning_rate", "1e-3",
+             "--distribution", "multi_worker"]
+    for attempt in ("first", "rerun"):
+        results = run_workers(SQUAD_COMMAND, 2, timeout=400, env={"FLAGS": json.dumps(flags)},
+                              workdir=str(tmp_path / attempt))
+        assert all(result.returncode == 0 for result in results)
+    names = set(os.listdir(output_dir))
+    assert {"model.keras", "huggingface", "predictions.json", "scores.json", "checkpoints"} <= names
+    assert not [name for name in names if name.startswith(".")]
+    steps = sorted(name for name in os.listdir(output_dir / "checkpoints") if name.endswith(".index"))
+    assert steps == ["ckpt-2.index", "ckpt-4.index"]
+    assert not [name for name in os.listdir(output_dir / "checkpoints") if name.startswith(".worker")]
+    log = (output_dir / "train.log").read_text()
+    assert "step 4/4" in log and "The finetuning is complete: step 4 of 4" in log
+    questions = len(squad.read_squad(str(tmp_path / "dev.json")))
+    assert json.loads((output_dir / "scores.json").read_text())["total"] == questions >= 3
