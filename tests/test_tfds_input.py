@@ -11,8 +11,10 @@ mocked, nothing downloaded): a text builder whose examples are a text file's doc
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -233,3 +235,39 @@ def test_evaluate_squad_scores_a_tfds_split_as_its_json(data_dir, monkeypatch, c
         scores.append(json.loads(out[out.index("{"):]))
     assert scores[1] == pytest.approx(scores[0], rel=0, abs=1e-9) and scores[0]["total"] == len(dev)
     assert 0 < scores[0]["HasAns_f1"] < 100
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
+    """As tests/test_create_pretraining_data_signals.py, with a TFDS input: TensorFlow loads in the main process
+    after the workers are forked, and a SIGTERM must still end the run within 5 s (os._exit after the clean-up)."""
+    from test_create_pretraining_data_signals import DEADLINE_SECONDS, SHM, _alive, _children, _owned
+
+    SOURCES["text"] = novel_slice(3000)
+    directory = str(tmp_path / "tfds")
+    KerasAlbertTestText(data_dir=directory).download_and_prepare()
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    argv = [sys.executable, "-m", "keras_albert.cli", "create-pretraining-data", "--input", f"tfds:{TEXT_DATASET}",
+            "--tfds_data_dir", directory, "--tokenizer", trained_tokenizer_dir("albert"), "--output_dir", out,
+            "--max_seq_length", "128", "--dupe_factor", "60", "--workers", "2", "--quiet"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not [name for name in os.listdir(out) if name.endswith(".tmp")]:  # building instances
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert workers and _owned(SHM, process.pid)
+    killed_at = time.monotonic()
+    os.kill(process.pid, signum)
+    while time.monotonic() - killed_at < DEADLINE_SECONDS and (
+        any(map(_alive, [process.pid, *workers])) or _owned(SHM, process.pid) or os.listdir(out)
+    ):
+        time.sleep(0.02)
+    seconds = time.monotonic() - killed_at
+    status = process.wait(timeout=30)
+    assert not any(map(_alive, workers)) and not _owned(SHM, process.pid) and not os.listdir(out)
+    assert seconds < DEADLINE_SECONDS
+    assert status == (-signal.SIGKILL if signum == signal.SIGKILL else 128 + signal.SIGTERM)
+    print(f"\n{signal.Signals(signum).name} with a tfds: input: everything gone {seconds:.2f} s after the signal")

@@ -240,7 +240,7 @@ class _ParentWatch:
 
     def __init__(self, parent_pid, spill):
         self.parent_pid, self.spill = parent_pid, spill
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # a second SIGTERM may arrive while the handler cleans up
 
     def start(self):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -276,7 +276,8 @@ class _ParentWatch:
 
 def _worker_main(state, orders, outbox, parent_pid):
     """A worker process: runs items and write orders from `orders` until None, answering each on `outbox`."""
-    _ParentWatch(parent_pid, state.spill).start()
+    watch = _ParentWatch(parent_pid, state.spill)
+    watch.start()
     gc.disable()  # millions of short-lived objects and no reference cycles: the collector's passes only cost time
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
     instances.compiled_module()  # loaded while the main process still reads the first input file
@@ -300,6 +301,8 @@ def _worker_main(state, orders, outbox, parent_pid):
                     outbox.send((kind, index, None, RuntimeError(f"{type(error).__name__}: {error}")))
     finally:
         state.close()
+        if watch.parent_gone():  # its pipes closed with it (EOFError): this worker may be the first to know
+            watch.exit()
 
 
 class WorkerPool:
