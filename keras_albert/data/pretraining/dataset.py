@@ -10,7 +10,7 @@ records hold them), integers cast to int32 as Google's `input_fn_builder` does.
 Every random choice is a stateless function of (seed, epoch, window) or (seed, batch): the file order of epoch e,
 the shuffle of window w, the dynamic masks of batch b. The stream is therefore addressable: `skip_batches=n`
 starts at the record where n batches end (the epoch, the file and the record in it follow from the files' record
-counts, counted once from the TFRecord headers) and yields exactly what `.skip(n)` would, in time independent of
+counts, read from the TFRecord headers when n > 0) and yields exactly what `.skip(n)` would, in time independent of
 n. That is how a resumed run finds its data position without replaying the pipeline.
 """
 
@@ -131,9 +131,9 @@ def pretraining_dataset(
             max_ngram,
             max_predictions_per_seq,
         )
-    for path in files:
-        _check_first_record(path, max_seq_length, max_predictions_per_seq, dynamic_masking, files[0])
-    counts = [count_records(path) for path in files]
+    filled = [
+        _check_first_record(path, max_seq_length, max_predictions_per_seq, dynamic_masking, files[0]) for path in files
+    ]
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
 
@@ -141,21 +141,27 @@ def pretraining_dataset(
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
     stride, phase = 1, 0
     if pipelines > 1 and len(files) >= pipelines:
-        files, counts = files[pipeline_id::pipelines], counts[pipeline_id::pipelines]
+        files, filled = files[pipeline_id::pipelines], filled[pipeline_id::pipelines]
     elif pipelines > 1:
         stride, phase = pipelines, pipeline_id  # fewer files than pipelines: every pipelines-th record
-    total = sum(counts)
-    per_epoch = max(0, (total - phase + stride - 1) // stride)  # this pipeline's records in one epoch
-    if per_epoch == 0:
+    if not any(filled):
         raise UserInputError(f"file_pattern: {file_pattern!r} holds no record for input pipeline {pipeline_id}")
     rows = batch_size * gradient_accumulation_steps
-    first_epoch, offset = divmod(int(skip_batches) * rows, per_epoch)
     window = int(shuffle_buffer_size)
-    # The first epoch starts at the window holding `offset` (whole, for its shuffle), then drops what precedes it.
-    first_window = offset // window if shuffle else 0
-    first_start = first_window * window if shuffle else offset
+    counts = first_epoch = offset = first_window = first_start = 0
+    if skip_batches:
+        # Where the stream resumes: the files' record counts (from their headers) place it, whatever skip_batches.
+        counts = [count_records(path) for path in files]
+        per_epoch = max(0, (sum(counts) - phase + stride - 1) // stride)  # this pipeline's records in one epoch
+        if per_epoch == 0:
+            raise UserInputError(f"file_pattern: {file_pattern!r} holds no record for input pipeline {pipeline_id}")
+        first_epoch, offset = divmod(int(skip_batches) * rows, per_epoch)
+        # The first epoch starts at the window holding `offset` (whole, for its shuffle), then drops what precedes
+        # it; without shuffle, at `offset` itself.
+        first_window = offset // window if shuffle else 0
+        first_start = first_window * window if shuffle else offset
     files_t = tf.constant(files)
-    counts_t = tf.constant(counts, tf.int64)
+    counts_t = tf.constant(counts or [0] * len(files), tf.int64)
 
     def epoch_records(epoch):
         """This pipeline's records of `epoch`, from the window holding `offset` in the first epoch."""
@@ -166,18 +172,23 @@ def pretraining_dataset(
             order = tf.range(len(files))
         is_first = epoch == first_epoch
         start_window = tf.where(is_first, tf.constant(first_window, tf.int64), 0)
-        # A record index of the epoch's stream over all the files (this pipeline takes every stride-th from it).
-        start = tf.where(is_first, tf.constant(first_start, tf.int64), 0) * stride + phase
-        ends = tf.cumsum(tf.gather(counts_t, order))
-        first_file = tf.searchsorted(ends, [start], side="right")[0]
-        in_file = start - (ends[first_file] - tf.gather(counts_t, order)[first_file])
-        names = tf.gather(files_t, order[first_file:])
-        skips = tf.concat([[in_file], tf.zeros([tf.size(names) - 1], tf.int64)], 0)
+        if first_start:
+            # A record index of the epoch's stream over all the files, a multiple of stride: the file holding it,
+            # and the records to skip there.
+            start = tf.where(is_first, tf.constant(first_start * stride, tf.int64), 0)
+            ends = tf.cumsum(tf.gather(counts_t, order))
+            first_file = tf.searchsorted(ends, [start], side="right")[0]
+            in_file = start - (ends[first_file] - tf.gather(counts_t, order)[first_file])
+            names = tf.gather(files_t, order[first_file:])
+            skips = tf.concat([[in_file], tf.zeros([tf.size(names) - 1], tf.int64)], 0)
+        else:
+            names = tf.gather(files_t, order)
+            skips = tf.zeros([len(files)], tf.int64)
         records = tf.data.Dataset.from_tensor_slices((names, skips)).flat_map(
             lambda name, skip: tf.data.TFRecordDataset(name, buffer_size=1 << 20).skip(skip)
         )
         if stride > 1:
-            records = records.shard(stride, 0)
+            records = records.shard(stride, phase)
         if shuffle:
             windows = records.batch(window).enumerate(start=start_window)
 
@@ -265,7 +276,7 @@ def _check_first_record(path, max_seq_length, max_predictions_per_seq, dynamic_m
     except tf.errors.OpError as error:
         raise UserInputError(f"{path}: not a TFRecord file ({error.message.splitlines()[0]})") from None
     if first is None:
-        return  # an empty shard (fewer instances than shards); the others are read
+        return False  # an empty shard (fewer instances than shards); the others are read
     from google.protobuf.message import DecodeError
 
     try:
@@ -295,3 +306,4 @@ def _check_first_record(path, max_seq_length, max_predictions_per_seq, dynamic_m
         raise UserInputError(
             f"{path}: records are already masked; dynamic_masking needs records written with --no_masking"
         )
+    return True
