@@ -18,9 +18,12 @@ worker runs the same saves (saving may involve collective ops, and a worker that
 only the chief writes into the run directory, the others into a temporary directory that is removed at once.
 
 The data position is the number of optimizer steps done: each step consumes exactly one per-replica batch on every
-replica, so a deterministic input pipeline (seeded shuffle) skipped by that many batches continues where the
-interrupted run stopped. `RunCheckpoint` records the data layout (files, seed, batch sizes, replicas) beside it, so
-that a resume with a different layout is detected (it then continues, but not on the same examples).
+replica, and the reader of `train_files` (`data.pretraining.dataset`) is addressable: its file order, window
+shuffles and dynamic masks are stateless functions of the seed and the position, so `skip_batches` starts it at the
+record where those batches end, in time independent of their number (the epoch, file and record follow from the
+files' record counts), never replaying the pipeline. `RunCheckpoint` records the data layout (files, seed, batch
+sizes, replicas) beside it, so that a resume with a different layout is detected (it then continues, but not on the
+same examples).
 """
 
 import json
