@@ -216,3 +216,24 @@ def test_squad_long_run_flags_are_checked_before_anything_is_written(files, caps
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"keras-albert squad: error: --{flag} must be"), lines
     assert not os.path.exists(output_dir)
+
+
+def test_training_data_resumes_at_its_position_without_replaying(files):
+    """The batches after `initial_step=k` are batches k, k+1, ... of the uninterrupted stream, across passes over
+    the features (88 features, 8 rows a step: step 20 is in the second pass); each pass is a permutation."""
+    from keras_albert.data import load_tokenizer
+    from keras_albert.training.squad import training_dataset
+
+    tokenizer = load_tokenizer(files["tokenizer"])
+    features = squad.convert_examples_to_features(squad.read_squad(files["train"]), tokenizer, is_training=True,
+                                                  max_seq_length=64, doc_stride=32, max_query_length=16)
+    assert len(features) < 20 * 8
+
+    def rows(dataset, steps):
+        return [batch["input_ids"].numpy() for batch, _ in zip(dataset, range(steps))]
+
+    straight = rows(training_dataset(features, 4, gradient_accumulation_steps=2, seed=3), 24)
+    resumed = rows(training_dataset(features, 4, gradient_accumulation_steps=2, seed=3, initial_step=20), 4)
+    assert all(np.array_equal(a, b) for a, b in zip(straight[20:], resumed))
+    first_pass = np.concatenate(straight)[: len(features)]
+    assert len({row.tobytes() for row in first_pass}) == len({f.input_ids.tobytes() for f in features})
