@@ -3,7 +3,7 @@ no shard carries its final name.
 
 The command runs with 2 workers on the embedded corpus (dupe_factor 20: busy for many seconds); each test waits until
 the workers hold the shared corpus and the shards' temporary files exist, sends a signal to the main process only,
-and gives everything 5 seconds to disappear.
+and gives everything 5 seconds to disappear. About 3 s a test.
 """
 
 import os
@@ -60,13 +60,16 @@ def _start(output_dir):
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_until_busy(process, output_dir, timeout=240):
-    """The worker pid once the workers share the corpus and the shards' temporary files exist."""
+def _wait_until_busy(process, output_dir, phase, timeout=240):
+    """The worker pids once the run is in `phase`: "tokenizing" (text pieces go through the spill directory) or
+    "instances" (the workers share the corpus and the shards' temporary files exist)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         workers = _children(process.pid)
         spills = [os.path.join(SHM, name) for name in _owned(SHM, process.pid)] if os.path.isdir(SHM) else []
+        if phase == "tokenizing" and workers and spills:
+            return workers
         shared = any(os.path.exists(os.path.join(spill, "state.json")) for spill in spills)
         temporaries = [name for name in os.listdir(output_dir) if name.endswith(".tmp")] if shared else []
         if workers and temporaries:
@@ -76,11 +79,11 @@ def _wait_until_busy(process, output_dir, timeout=240):
     pytest.fail("create-pretraining-data never got busy")
 
 
-def _kill_and_measure(signum):
+def _kill_and_measure(signum, phase):
     output_dir = scratch_dir(f"killed-{signal.Signals(signum).name}")
     shm_before = set(os.listdir(SHM))
     process = _start(output_dir)
-    workers = _wait_until_busy(process, output_dir)
+    workers = _wait_until_busy(process, output_dir, phase)
     assert _owned(SHM, process.pid), "the spill directory is in /dev/shm while the run works"
     killed_at = time.monotonic()
     os.kill(process.pid, signum)
@@ -98,8 +101,8 @@ def _kill_and_measure(signum):
     assert not [name for name in new_in_shm if str(process.pid) in name or name.startswith("sem.mp")]
     assert not _leftovers(output_dir), f"left in --output_dir: {os.listdir(output_dir)}"
     assert seconds < DEADLINE_SECONDS
-    print(f"\n{signal.Signals(signum).name}: main process and {len(workers)} worker(s) gone, /dev/shm and "
-          f"--output_dir clean {seconds:.2f} s after the signal (exit status {status})")
+    print(f"\n{signal.Signals(signum).name} while {phase}: main process and {len(workers)} worker(s) gone, /dev/shm "
+          f"and --output_dir clean {seconds:.2f} s after the signal (exit status {status})")
     return status, stderr
 
 
@@ -107,15 +110,15 @@ def _leftovers(output_dir):
     return [name for name in os.listdir(output_dir) if name.endswith((".tfrecord", ".tmp")) or name.startswith(".")]
 
 
-@pytest.mark.large
-def test_kill_9_of_the_main_process_leaves_nothing():
-    status, _ = _kill_and_measure(signal.SIGKILL)
+@pytest.mark.parametrize("phase", ["tokenizing", "instances"])
+def test_kill_9_of_the_main_process_leaves_nothing(phase):
+    status, _ = _kill_and_measure(signal.SIGKILL, phase)
     assert status == -signal.SIGKILL
 
 
-@pytest.mark.large
-def test_sigterm_stops_the_run_cleanly():
-    status, stderr = _kill_and_measure(signal.SIGTERM)
+@pytest.mark.parametrize("phase", ["tokenizing", "instances"])
+def test_sigterm_stops_the_run_cleanly(phase):
+    status, stderr = _kill_and_measure(signal.SIGTERM, phase)
     assert status == 128 + signal.SIGTERM
     assert stderr.strip().splitlines()[-1] == "keras-albert create-pretraining-data: stopped by SIGTERM", stderr
 
