@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds  # in the test extra, as keras-albert[tfds] installs it
 from tensorflow_datasets.datasets.squad import squad_dataset_builder as real_squad
+from tensorflow_datasets.question_answering import qa_utils
 
 from fixtures_data import novel_slice, scratch_dir, trained_tokenizer_dir
 from keras_albert import cli
@@ -50,17 +51,21 @@ class KerasAlbertTestText(tfds.core.GeneratorBasedBuilder):
 
 
 class Squad(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """TFDS's squad builder (its version, features and example generation) reading local files instead of
-    downloading them."""
+    """TFDS's squad builder (its version, configs, features and example generation) reading local files instead of
+    downloading them: v2.0 the Austen questions, v1.1 their answerable ones."""
 
     name = "squad"
     VERSION = real_squad.Builder.VERSION
-    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="v2.0")]
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="v1.1"), tfds.core.BuilderConfig(name="v2.0")]
 
     def _info(self):
+        if self.builder_config.name == "v1.1":
+            return tfds.core.DatasetInfo(builder=self, features=qa_utils.squadlike_features())
         return tfds.core.DatasetInfo(builder=self, features=real_squad._v2_features())
 
     def _split_generators(self, dl_manager):
+        if self.builder_config.name == "v1.1":
+            return {"validation": qa_utils.generate_squadlike_examples(SOURCES["squad_v1"])}
         return {
             "train": real_squad._generate_v2_examples(squad.austen_squad_path("train")),
             "validation": real_squad._generate_v2_examples(squad.austen_squad_path("dev")),
@@ -76,7 +81,26 @@ def data_dir():
     SOURCES["text"] = novel_slice(700)
     KerasAlbertTestText(data_dir=directory).download_and_prepare()
     Squad(data_dir=directory, config="v2.0").download_and_prepare()
+    SOURCES["squad_v1"] = os.path.join(directory, "austen-dev-v1.1.json")
+    with open(SOURCES["squad_v1"], "w", encoding="utf-8") as file:
+        json.dump(_answerable_only(squad.load_json(squad.austen_squad_path("dev"))), file)
+    Squad(data_dir=directory, config="v1.1").download_and_prepare()
     return directory
+
+
+def _answerable_only(dataset):
+    """A SQuAD v1.1 dataset of a v2.0 one's answerable questions."""
+    articles = []
+    for article in dataset["data"]:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = [{k: v for k, v in qa.items() if k not in ("is_impossible", "plausible_answers")}
+                   for qa in paragraph["qas"] if not qa.get("is_impossible")]
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return {"version": "1.1", "data": articles}
 
 
 def _shards(directory):
@@ -137,6 +161,21 @@ def test_squad_from_tfds_is_the_jsons_examples_and_scores(data_dir, split, json_
     scores_tfds = squad.evaluate(dataset_tfds, predictions, na_probs=na_probs)
     assert scores_tfds == pytest.approx(scores_json, rel=0, abs=1e-9)  # questions summed in another order
     assert 0 < scores_json["f1"] < 100 and scores_json["NoAns_total"] > 10
+
+
+def test_squad_v1_from_tfds_is_the_jsons_examples_and_scores(data_dir):
+    from_json = squad.read_squad(SOURCES["squad_v1"], version="1.1")
+    from_tfds = squad.read_squad("tfds:squad/v1.1:validation", version="1.1", tfds_data_dir=data_dir)
+    assert len(from_tfds) == len(from_json) > 40 and not any(e.is_impossible for e in from_tfds)
+    assert sorted(from_tfds, key=lambda e: e.qas_id) == sorted(from_json, key=lambda e: e.qas_id)
+    dataset_tfds = squad.load_json("tfds:squad/v1.1:validation", tfds_data_dir=data_dir)
+    assert dataset_tfds["version"] == "v1.1"
+    predictions = {e.qas_id: (e.answers[0].text if i % 2 else e.question) for i, e in enumerate(from_json)}
+    scores_json = squad.evaluate(squad.load_json(SOURCES["squad_v1"]), predictions)
+    assert squad.evaluate(dataset_tfds, predictions) == pytest.approx(scores_json, rel=0, abs=1e-9)
+    assert 40 < scores_json["exact"] < 70
+    with pytest.raises(UserInputError, match="is_impossible' is true in a SQuAD v1.1 dataset"):
+        squad.read_squad("tfds:squad/v2.0:validation", version="1.1", tfds_data_dir=data_dir)
 
 
 def test_squad_training_reads_tfds_splits(data_dir, monkeypatch):
