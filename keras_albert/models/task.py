@@ -319,14 +319,17 @@ class Task(MultiWorkerTrainerMixin, keras.Model):
                     scaled = scale_loss(loss)
                 new_grads = tape.gradient(scaled, variables)
                 unused.update(k for k, g in enumerate(new_grads) if g is None)
-                grads = [g if ng is None else g + _densify(ng) for g, ng in zip(grads, new_grads)]
+                if n == 1:  # one micro-batch: its gradients are the sums, with no buffers to add them to
+                    grads = [None if ng is None else _densify(ng) for ng in new_grads]
+                else:
+                    grads = [g if ng is None else g + _densify(ng) for g, ng in zip(grads, new_grads)]
             else:
                 outputs = self(self._model_inputs(micro), training=False)
                 terms = self._loss_terms(micro, outputs)
             sums = [s + tf.cast(terms[name], tf.float32) for s, name in zip(sums, self.numerator_names)]
             return i + 1, grads, sums
 
-        grads = [tf.zeros_like(v.value) for v in variables] if training else []
+        grads = [tf.zeros_like(v.value) for v in variables] if training and n > 1 else []
         sums = [tf.zeros((), tf.float32) for _ in self.numerator_names]
         if n == 1:
             _, grads, sums = micro_step(tf.constant(0), grads, sums)
