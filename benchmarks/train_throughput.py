@@ -110,22 +110,25 @@ def _fit_and_time(model, dataset, config, tf):
     consecutive ones (the loss is read, so the update has finished), as a user's `fit` runs them."""
     import keras
 
-    ends = []
+    ends, cpu = [], []
 
     class Clock(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             float((logs or {}).get("loss", 0.0))
             ends.append(time.perf_counter())
+            cpu.append(time.process_time())
 
         def on_train_begin(self, logs=None):
             ends.append(time.perf_counter())
+            cpu.append(time.process_time())
 
     steps = config["warmup"] + config["steps"]
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[Clock()])
     times = [b - a for a, b in zip(ends, ends[1:])][config["warmup"]:]
+    cpu_times = [b - a for a, b in zip(cpu, cpu[1:])][config["warmup"]:]
     gpu = tf.config.list_physical_devices("GPU")
     memory = tf.config.experimental.get_memory_info("GPU:0")["peak"] if gpu else peak_rss_bytes()
-    return times, memory, "GPU" if gpu else "CPU"
+    return times, cpu_times, memory, "GPU" if gpu else "CPU"
 
 
 def run_ours(config, data):
@@ -195,9 +198,9 @@ def run_torch(config, data):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for step in range(config["warmup"] + config["steps"]):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=config["precision"] == "bf16"):
             loss = model(**inputs).loss
@@ -206,8 +209,9 @@ def run_torch(config, data):
         loss.item()  # waits for the device
         if step >= config["warmup"]:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - start_cpu)
     memory = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
-    return times, memory, device.upper()
+    return times, cpu_times, memory, device.upper()
 
 
 def matmul_ceiling():
@@ -261,8 +265,8 @@ def child(config):
         return matmul_ceiling()
     data = make_batch(config["model"], config["seq"], config["batch"], config["predictions"])
     runner = {"ours": run_ours, "keras_hub": run_keras_hub, "torch": run_torch}[config["system"]]
-    times, memory, device = runner(config, data)
-    return {"times": times, "memory": memory, "device": device}
+    times, cpu_times, memory, device = runner(config, data)
+    return {"times": times, "cpu_times": cpu_times, "memory": memory, "device": device}
 
 
 # ------------------------------------------------------------------------------------------ in the parent process
@@ -348,8 +352,8 @@ def main(argv=None):
     parser.add_argument("--systems", default="ours,keras_hub,torch")
     parser.add_argument("--precisions", default="float32,bf16")
     parser.add_argument("--xla", default="false,true", help="XLA settings of the Keras systems")
-    parser.add_argument("--warmup", type=int, default=3, help="updates before timing (compilation included)")
-    parser.add_argument("--steps", type=int, default=8, help="timed updates")
+    parser.add_argument("--warmup", type=int, default=2, help="updates before timing (compilation included)")
+    parser.add_argument("--steps", type=int, default=6, help="timed updates")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     parser.add_argument("--output", help="also write the table to this file")
     args = parser.parse_args(argv)
@@ -409,9 +413,9 @@ def main(argv=None):
 
     emit(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     emit()
-    emit("| model | seq (pred.) | batch | system | precision | XLA | seq/s (median) | range of steps | peak memory "
-         "| ours / best peer | MFU |")
-    emit("|---|---|---|---|---|---|---|---|---|---|---|")
+    emit("| model | seq (pred.) | batch | system | precision | XLA | seq/s (median) | range of steps | CPU s/update "
+         "| peak memory | ours / best peer | MFU |")
+    emit("|---|---|---|---|---|---|---|---|---|---|---|---|")
     best_peer = {}
     for config, result in rows:
         if "error" not in result and config["system"] != "ours":
@@ -421,7 +425,7 @@ def main(argv=None):
         head = (f"| {config['model']} | {config['seq']} ({config['predictions']}) | {config['batch']} | "
                 f"{config['system']} | {config['precision']} | {config['xla']} | ")
         if "error" in result:
-            emit(head + f"failed: {result['error'][:80]} | | | | |")
+            emit(head + f"failed: {result['error'][:80]} | | | | | |")
             continue
         rates = [config["batch"] / t for t in result["times"]]
         rate = config["batch"] / statistics.median(result["times"])
@@ -430,13 +434,17 @@ def main(argv=None):
         flops = model_flops_per_sequence(config["model"], config["seq"], config["predictions"])
         mfu = f"{100 * flops * rate / best_ceiling[config['precision']]:.0f}%" if best_ceiling[config["precision"]] else ""
         memory = ("RSS " if result["device"] == "CPU" else f"{result['device']} ") + human_bytes(result["memory"])
-        emit(head + f"{rate:.2f} | {min(rates):.2f}-{max(rates):.2f} | {memory} | {ratio} | {mfu} |")
+        cpu_seconds = statistics.median(result["cpu_times"])
+        emit(head + f"{rate:.2f} | {min(rates):.2f}-{max(rates):.2f} | {cpu_seconds:.2f} | {memory} | {ratio} | "
+             f"{mfu} |")
     emit()
     emit(f"{args.warmup} warm-up and {args.steps} timed updates per row, each row in its own process. Peak memory: "
          "resident set of the process on CPU (TensorFlow or PyTorch runtime included), allocator peak on a GPU. "
          "MFU counts the same model FLOPs for every system (masked-LM head at the masked positions only) against "
          "the faster 2048x2048 matmul of TensorFlow and PyTorch in the row's precision. keras-hub's MaskedLM has no "
-         "sentence-order head and trains with Adam; transformers' heads score every position; ours is LAMB.")
+         "sentence-order head and trains with Adam; transformers' heads score every position; ours is LAMB. "
+         "CPU s/update: processor time of the process per update (all its threads), steadier than wall time "
+         "on a shared machine.")
     if args.output:
         with open(args.output, "w") as f:
             f.write("\n".join(lines) + "\n")
