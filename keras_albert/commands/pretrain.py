@@ -149,8 +149,10 @@ def add_arguments(parser):
     run.add_argument("--name", dest="run_name", action=_NameAction, default=None,
                      help="The reference's run description: the run's name when --run_name is not given (as in the "
                      "reference, --run_name wins when both are).")
-    run.add_argument("--mixed_precision", default="none", choices=tuple(PRECISIONS),
-                     help="bf16 (Ampere+ GPUs, TPUs) or fp16 (with dynamic loss scaling); weights stay float32.")
+    run.add_argument("--mixed_precision", default="none", choices=(*PRECISIONS, "auto"),
+                     help="bf16 (Ampere+ GPUs, CPUs with AVX-512 BF16 or AMX), fp16 (with dynamic loss scaling); "
+                     "weights stay float32. auto: bf16 where the device has it (about 1.6x float32's speed on an "
+                     "AVX-512 BF16 CPU), else none.")
     run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
                      help="XLA. auto: on, except under CPU collective strategies, where XLA cannot compile.")
     run.add_argument("--distribution", default="auto",

@@ -15,6 +15,7 @@ import os
 
 from keras_albert.errors import UserInputError
 from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
+from keras_albert.training.runs import resolve_precision
 from keras_albert.training.validation import (
     check_choice,
     check_integer,
@@ -65,7 +66,7 @@ class PretrainSettings:
     max_grad_norm: float = 1.0
     skip_mlm: bool = False
     skip_sop: bool = False
-    mixed_precision: str = "none"
+    mixed_precision: str = "none"  # or "auto": bf16 where the device computes it fast (runs.device_precision)
     jit_compile: str = "auto"
     steps_per_execution: int = 1
     distribution: str = "auto"
@@ -92,7 +93,7 @@ class PretrainSettings:
 def _check_choices(s, model):
     from keras_albert.distribute import DISTRIBUTIONS
 
-    choices = [("optimizer", OPTIMIZERS), ("mixed_precision", tuple(PRECISIONS)), ("jit_compile", JIT_COMPILE),
+    choices = [("optimizer", OPTIMIZERS), ("mixed_precision", (*PRECISIONS, "auto")), ("jit_compile", JIT_COMPILE),
                ("distribution", DISTRIBUTIONS)]
     if model is None:
         choices = [("model_type", MODEL_TYPES), ("model_size", MODEL_SIZES), ("load_from", LOAD_FROM)] + choices
@@ -282,6 +283,7 @@ def resolve_settings(settings, *, model=None, dataset=None):
     """
     s = dataclasses.replace(settings)
     _check_choices(s, model)
+    s.mixed_precision = resolve_precision(s.mixed_precision)  # recorded as what the run computes in
     _check_optimization(s)
     _check_model_source(s, model)
     if s.run_name is None:
