@@ -438,6 +438,19 @@ def main(argv=None):
         emit(head + f"{rate:.2f} | {min(rates):.2f}-{max(rates):.2f} | {cpu_seconds:.2f} | {memory} | {ratio} | "
              f"{mfu} |")
     emit()
+    best = {}
+    for config, result in rows:
+        if "error" not in result:
+            key = (config["model"], config["seq"], config["batch"], config["system"] == "ours")
+            rate = config["batch"] / statistics.median(result["times"])
+            if rate > best.get(key, (0.0, ""))[0]:
+                best[key] = (rate, f"{config['system']} {config['precision']} XLA {config['xla']}")
+    for (model, seq, batch, ours), (rate, setting) in best.items():
+        peer = best.get((model, seq, batch, False))
+        if ours and peer:
+            emit(f"best at {model} {seq} x {batch}: ours {rate:.2f} seq/s ({setting}) vs {peer[0]:.2f} ({peer[1]}): "
+                 f"{rate / peer[0]:.2f}x")
+    emit()
     emit(f"{args.warmup} warm-up and {args.steps} timed updates per row, each row in its own process. Peak memory: "
          "resident set of the process on CPU (TensorFlow or PyTorch runtime included), allocator peak on a GPU. "
          "MFU counts the same model FLOPs for every system (masked-LM head at the masked positions only) against "
