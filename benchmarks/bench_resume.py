@@ -2,6 +2,7 @@
 
     python benchmarks/bench_resume.py                      # k = 10 and 10000, 2 repeats each
     python benchmarks/bench_resume.py --steps 10 10000 1000000 --repeats 3
+    python benchmarks/bench_resume.py --steps 10000 --replay_limit 10000 --repeats 0   # the reader, with a replay
 
 A resume restores the data position in constant time: the reader starts at the record where k steps end (the
 epoch, the file and the record in it follow from the files' record counts; its shuffles and masks are stateless in
@@ -99,7 +100,7 @@ def make_records(directory, seq, predictions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 10_000], help="Steps k to resume at.")
-    parser.add_argument("--repeats", type=int, default=2, help="Resumes timed per k (median printed).")
+    parser.add_argument("--repeats", type=int, default=2, help="Resumes timed per k (median printed); 0: the reader only.")
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--predictions", type=int, default=10)
     parser.add_argument("--replay_limit", type=int, default=1_000, help="Largest k timed with a replay (.skip).")
@@ -118,7 +119,7 @@ def main():
             line += f"; replay (.skip) {replay:.3f} s"
         print(line, flush=True)
     settings = dict(SETTINGS)
-    for k in args.steps:
+    for k in args.steps if args.repeats > 0 else []:
         times = []
         for repeat in range(args.repeats):
             run = os.path.join(work, f"run-{k}-{repeat}")
