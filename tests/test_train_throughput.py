@@ -26,8 +26,14 @@ def test_auto_precision_follows_the_device(monkeypatch):
     import tensorflow as tf
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    monkeypatch.setattr(runs, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(runs, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
     assert runs.resolve_precision("auto") == "bf16"
+    # AVX-512 BF16 alone: bf16 only where a bfloat16 matmul measures faster
+    monkeypatch.setattr(runs, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(runs, "_cpu_bfloat16_speedup", lambda: 1.6)
+    assert runs.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(runs, "_cpu_bfloat16_speedup", lambda: 0.5)
+    assert runs.resolve_precision("auto") == "none"
     monkeypatch.setattr(runs, "_cpu_flags", lambda: {"avx2"})
     assert runs.resolve_precision("auto") == "none"
     assert runs.resolve_precision("fp16") == "fp16"

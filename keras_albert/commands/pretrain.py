@@ -151,8 +151,8 @@ def add_arguments(parser):
                      "reference, --run_name wins when both are).")
     run.add_argument("--mixed_precision", default="none", choices=(*PRECISIONS, "auto"),
                      help="bf16 (Ampere+ GPUs, CPUs with AVX-512 BF16 or AMX), fp16 (with dynamic loss scaling); "
-                     "weights stay float32. auto: bf16 where the device has it (about 1.6x float32's speed on an "
-                     "AVX-512 BF16 CPU), else none.")
+                     "weights stay float32. auto: bf16 where it is faster (GPUs of compute capability 8.0+, CPUs "
+                     "with AMX, AVX-512 BF16 CPUs where a bfloat16 matmul measures faster), else none.")
     run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
                      help="XLA. auto: on, except under CPU collective strategies, where XLA cannot compile.")
     run.add_argument("--distribution", default="auto",
