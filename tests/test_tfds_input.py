@@ -188,6 +188,10 @@ def test_squad_training_reads_tfds_splits(data_dir, monkeypatch):
     expected = squad.read_squad(squad.austen_squad_path("dev"))
     assert sorted(e.qas_id for e in examples) == sorted(e.qas_id for e in expected)
     assert sorted(_all_ids(dataset)) == sorted(e.qas_id for e in expected)
+    # `squad --tfds_data_dir DIR` names the directory instead of the environment.
+    monkeypatch.setenv("TFDS_DATA_DIR", scratch_dir("no-tfds-here"))
+    examples, _ = _examples(None, "tfds:squad/v2.0:validation", "2.0", "predict_file", "dev", data_dir)
+    assert sorted(e.qas_id for e in examples) == sorted(e.qas_id for e in expected)
 
 
 @pytest.mark.large
@@ -197,9 +201,10 @@ def test_squad_command_finetunes_and_scores_from_tfds(data_dir, tmp_path):
     argv = [sys.executable, "-m", "keras_albert.cli", "squad", "--train_file", "tfds:squad/v2.0",
             "--predict_file", "tfds:squad/v2.0:validation", "--load_from", "scratch", "--model_size", "tiny",
             "--tokenizer", tokenizer, "--output_dir", str(tmp_path), "--total_steps", "4", "--per_gpu_batch_size",
-            "8", "--max_seq_length", "128", "--doc_stride", "64", "--max_query_length", "32"]
-    done = subprocess.run(argv, env={**os.environ, "TFDS_DATA_DIR": data_dir}, capture_output=True, text=True,
-                          timeout=600)
+            "8", "--max_seq_length", "128", "--doc_stride", "64", "--max_query_length", "32",
+            "--tfds_data_dir", data_dir]
+    environment = {key: value for key, value in os.environ.items() if key != "TFDS_DATA_DIR"}
+    done = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     scores = squad.load_json(str(tmp_path / "scores.json"))
     dev = squad.load_json(squad.austen_squad_path("dev"))

@@ -50,6 +50,9 @@ def add_arguments(parser):
     add("--tokenizer", help="Tokenizer directory (spiece.model or vocab.txt). Default: the checkpoint's directory.")
     add("--train_file", help="SQuAD JSON to finetune on. Default: the embedded Jane Austen question set (v2.0).")
     add("--predict_file", help="SQuAD JSON to predict and score. Default: the embedded held-apart Austen questions.")
+    add("--tfds_data_dir", default=None,
+        help="Where a tfds: --train_file/--predict_file (e.g. tfds:squad/v2.0:validation) is prepared; nothing is "
+        "downloaded. Default: $TFDS_DATA_DIR, else TensorFlow Datasets' own directory.")
     add("--output_dir", default=None,
         help="The run directory: checkpoints, model.keras, huggingface/ (the model and tokenizer for transformers), "
         "predictions and scores. Rerunning with the same directory resumes. Default: squad_output.")

@@ -208,9 +208,10 @@ def compile_for_squad(model, settings, total_steps, jit_compile="auto"):
 # -------------------------------------------------------------------------------------------------- the run
 
 
-def _examples(given, path, version, field, split):
-    """Examples and parsed JSON (None for examples given) of a split: given from Python, a SQuAD file, or the
-    embedded Austen questions when `path` is None."""
+def _examples(given, path, version, field, split, tfds_data_dir=None):
+    """Examples and parsed JSON (None for examples given) of a split: given from Python, a SQuAD file, a prepared
+    TensorFlow Datasets split (`tfds:squad/v2.0:validation`, read from `tfds_data_dir`), or the embedded Austen
+    questions when `path` is None."""
     from keras_albert.data import squad
 
     if given is not None:
@@ -226,8 +227,8 @@ def _examples(given, path, version, field, split):
     elif not str(path).startswith("tfds:") and not os.path.isfile(path):  # tfds: a TFDS SQuAD split
         raise UserInputError(f"{name(field)} {path}: no such file")
     try:
-        examples = squad.read_squad(path, version=version)
-        dataset = squad.load_json(path)
+        examples = squad.read_squad(path, version=version, tfds_data_dir=tfds_data_dir)
+        dataset = squad.load_json(path, tfds_data_dir=tfds_data_dir)
     except UserInputError as error:
         raise UserInputError(f"{name(field)} {error}") from None
     if not examples:
@@ -448,9 +449,10 @@ def run_squad(
     settings = dataclasses.replace(settings, output_dir=output_dir)
     version = TASK_NAMES[settings.task_name]
     settings = dataclasses.replace(settings, version_2_with_negative=version == "2.0")
-    train_examples, _ = _examples(train_examples, settings.train_file, version, "train_file", "train")
+    train_examples, _ = _examples(train_examples, settings.train_file, version, "train_file", "train",
+                                  settings.tfds_data_dir)
     predict_examples, predict_dataset = _examples(predict_examples, settings.predict_file, version, "predict_file",
-                                                  "dev")
+                                                  "dev", settings.tfds_data_dir)
     tokenizer = _tokenizer(tokenizer, settings)
     check_squad_tokenizer(tokenizer, settings, model)  # provenance: before anything is written
 

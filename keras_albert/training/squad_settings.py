@@ -86,7 +86,9 @@ class SquadRunSettings(SquadSettings):
             checkpoint or run directory) or `"huggingface"` (a Hugging Face checkpoint directory).
         checkpoint_path, model_type, model_size: what `load_from` builds.
         tokenizer: str or None. Tokenizer directory; None: the one beside the checkpoint.
-        train_file, predict_file: str or None. SQuAD JSON; None: the embedded Jane Austen questions (v2.0).
+        train_file, predict_file: str or None. SQuAD JSON, or a prepared TensorFlow Datasets split
+            (`tfds:squad/v2.0[:SPLIT]`); None: the embedded Jane Austen questions (v2.0).
+        tfds_data_dir: str or None. Where `tfds:` splits are prepared; None: `TFDS_DATA_DIR`, else TFDS's own.
         output_dir: str or None. The run directory: checkpoints, `model.keras`, its Hugging Face export
             (`huggingface/`, with the tokenizer), predictions and scores; None: `squad_output`. A rerun with the
             same directory resumes from its latest checkpoint.
@@ -110,6 +112,7 @@ class SquadRunSettings(SquadSettings):
     tokenizer: str = None
     train_file: str = None
     predict_file: str = None
+    tfds_data_dir: str = None
     output_dir: str = None
     distribution: str = "auto"
     mixed_precision: str = "none"
