@@ -321,6 +321,11 @@ class _FakeHorovod:
         self.broadcast_count += 1
         return value
 
+    def allgather(self, value):
+        import tensorflow as tf
+
+        return tf.concat([value, value], 0)  # the other rank passes the same (the step-agreement check)
+
 
 def test_horovod_rank_reads_its_shard_and_trains_on_the_global_batch(data, monkeypatch):
     """Under (fake) Horovod, rank 0 of 2 reads every other record of a single file, and its model all-reduces:
