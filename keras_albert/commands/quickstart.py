@@ -47,7 +47,7 @@ def add_arguments(parser):
     add("--vocab_size", type=int, default=5000, help="Tokenizer vocabulary.")
     add("--max_seq_length", type=int, default=128, help="Pretraining sequence length.")
     add("--dupe_factor", type=int, default=2, help="Masked copies of the corpus.")
-    add("--pretrain_steps", type=int, default=3000, help="Pretraining updates.")
+    add("--pretrain_steps", type=int, default=1000, help="Pretraining updates.")
     add("--batch_size", type=int, default=32, help="Pretraining sequences per update.")
     add("--learning_rate", type=float, default=5e-3, help="Peak LAMB learning rate.")
     add("--squad_steps", type=int, default=1500, help="SQuAD finetuning updates.")
@@ -59,7 +59,7 @@ def add_arguments(parser):
     add("--held_in_paragraphs", type=int, default=200,
         help="Paragraphs whose questions choose the no-answer threshold (not trained on either).")
     add("--train_paragraphs", type=int, default=-1, help="Training paragraphs; -1: every other usable one.")
-    add("--train_impossible_fraction", type=float, default=1.0,
+    add("--train_impossible_fraction", type=float, default=0.5,
         help="Share of training paragraphs given an unanswerable question (held-in and dev: 0.5).")
     add("--workers", type=int, default=None, help="Processes for create-pretraining-data. Default: all cores.")
     add("--seed", type=int, default=42, help="Seed of every step.")
@@ -144,9 +144,7 @@ def _pretrain(paths, args, argv):
     print(f"== {title}\n   keras-albert {' '.join(argv)}\n   (with the masked-LM loss of held-apart text every "
           f"{_log_frequency(args)} steps in {os.path.join(paths['pretrain'], 'validation.jsonl')})", flush=True)
     from keras_albert.commands import pretrain as pretrain_command
-    from keras_albert.distribute import worker_info
     from keras_albert.training.curves import MaskedLmValidation
-    from keras_albert.training.logs import configure_logging
     from keras_albert.training.preemption import signal_name
     from keras_albert.training.pretrain import pretrain
     from keras_albert.training.validation import flag_names
@@ -158,7 +156,6 @@ def _pretrain(paths, args, argv):
     validation = MaskedLmValidation(os.path.join(paths["data_heldout"], "*.tfrecord"), args.max_seq_length,
                                     summary["settings"]["max_predictions_per_seq"], _log_frequency(args),
                                     os.path.join(paths["pretrain"], "validation.jsonl"))
-    configure_logging(worker_info().is_chief)
     start = time.perf_counter()
     with flag_names():
         result = pretrain(settings, callbacks=[validation])
@@ -212,17 +209,20 @@ def _squad(paths, args, final_model):
     dev_file = os.path.join(questions, "dev.json")
     dev = squad.read_squad(dev_file)
     dev_json = squad.load_json(dev_file)
-    predictions = predict_squad(run["model"], dev, tokenizer, settings, dataset=dev_json,
-                                output_dir=os.path.join(paths["squad"], "dev"), verbose=0,
+    predictions = predict_squad(run["model"], dev, tokenizer, settings, dataset=dev_json, verbose=0,
                                 null_score_diff_threshold=threshold)
+    # Scored as answered (no na_probs): with them the official rules would answer "" again wherever the null-score
+    # difference exceeds their own default threshold (1.0, meant for probabilities), not the one chosen above.
+    scores = squad.evaluate(dev_json, predictions.predictions)
+    dev_dir = os.path.join(paths["squad"], "dev")
+    squad.write_predictions(dev_dir, predictions.predictions, predictions.nbest, predictions.null_odds)
+    io.write_json(os.path.join(dev_dir, "scores.json"), scores)
     baseline = squad.evaluate(dev_json, {example.qas_id: "" for example in dev})
     result = {
-        "dev": {key: predictions.scores[key] for key in ("exact", "f1", "total", "HasAns_exact", "HasAns_f1",
-                                                         "HasAns_total", "NoAns_exact", "NoAns_f1", "NoAns_total")
-                if key in predictions.scores},
+        "dev": scores,
         "no_answer_baseline": {"exact": baseline["exact"], "f1": baseline["f1"]},
         "null_score_diff_threshold": threshold,
-        "held_in": {key: held_in_scores[key] for key in ("best_f1", "best_exact", "f1", "total")},
+        "held_in": {key: held_in_scores[key] for key in ("best_f1", "best_f1_thresh", "total")},
         "squad_steps": run["total_steps"],
     }
     io.write_json(result_file, result)
@@ -238,6 +238,10 @@ def run(args):
     timings = {}
     started = time.perf_counter()
 
+    from keras_albert.distribute import worker_info
+    from keras_albert.training.logs import configure_logging
+
+    configure_logging(worker_info().is_chief)  # the pretraining and SQuAD progress lines, resumed runs included
     _questions(paths, args)
     text = os.path.join(paths["questions"], "text", "*.txt")
     timings["tokenizer"] = _step(

@@ -131,8 +131,8 @@ class MaskedLmValidation(keras.callbacks.Callback):
 
 
 class SquadValidation(keras.callbacks.Callback):
-    """Official SQuAD v2.0 scores of held-in questions every `frequency` finetuning updates, with the mean training
-    loss since the previous record, appended to a JSON-lines file.
+    """Official SQuAD v2.0 scores of held-in questions every `frequency` finetuning updates, with the mean of the
+    training losses logged since the previous record, appended to a JSON-lines file.
 
     F1 is reported twice: answering every question (`f1_answer_all`) and at the best no-answer threshold on these
     same questions (`best_f1`); `thresh` is that threshold (null score minus best span score).
@@ -149,7 +149,7 @@ class SquadValidation(keras.callbacks.Callback):
         super().__init__()
         self.examples, self.features, self.dataset = examples, features, dataset
         self.frequency, self.path, self.batch_size = frequency, path, batch_size
-        self._loss_sum, self._loss_count, self._seen, self._seen_mean, self._last = 0.0, 0, 0, 0.0, None
+        self._loss_sum, self._loss_count, self._last = 0.0, 0, None
 
     def scores(self):
         from keras_albert.data import squad
@@ -159,7 +159,9 @@ class SquadValidation(keras.callbacks.Callback):
         predictions, _, null_odds = squad.extract_answers(self.examples, self.features, start, end,
                                                           version_2_with_negative=True,
                                                           null_score_diff_threshold=float("inf"))
-        return squad.evaluate(self.dataset, predictions, na_probs=null_odds), predictions, null_odds
+        # every question answered (`f1`), and the official sweep of no-answer thresholds (`best_f1`)
+        scores = squad.evaluate(self.dataset, predictions, na_probs=null_odds, na_prob_thresh=float("inf"))
+        return scores, predictions, null_odds
 
     def _record(self):
         step = _step_of(self.model)
@@ -172,16 +174,10 @@ class SquadValidation(keras.callbacks.Callback):
                                  "no_answer_baseline": 100.0 * scores.get("NoAns_total", 0) / scores["total"]})
         self._loss_sum, self._loss_count, self._last = 0.0, 0, step
 
-    def on_train_begin(self, logs=None):
-        self._seen, self._seen_mean = 0, 0.0
-
     def on_train_batch_end(self, batch, logs=None):
-        # Keras logs the mean loss since the epoch began: the window's mean is recovered from two of those means.
-        if logs and "loss" in logs:
-            mean, count = float(logs["loss"]), batch + 1
-            self._loss_sum += mean * count - self._seen_mean * self._seen
-            self._loss_count += count - self._seen
-            self._seen, self._seen_mean = count, mean
+        if logs and "loss" in logs:  # the loss the model's train_step reports for this update
+            self._loss_sum += float(logs["loss"])
+            self._loss_count += 1
         if _step_of(self.model) % self.frequency == 0:
             self._record()
 
