@@ -118,7 +118,7 @@ def _questions(paths, args):
     summary = {"usable_paragraphs": usable}
     for split in SPLITS:
         io.write_json(os.path.join(directory, f"{split}.json"), splits[split])
-        paragraphs, questions, impossible = make_corpus_squad._counts(splits[split])
+        paragraphs, questions, impossible = make_corpus_squad.question_counts(splits[split])
         summary[split] = {"paragraphs": paragraphs, "questions": questions, "unanswerable": impossible}
     io.write_json(marker, summary)
     for split in SPLITS:

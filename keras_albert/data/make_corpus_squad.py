@@ -151,9 +151,13 @@ def build_splits(corpus_dir=CORPUS_DIR, seed=13, paragraphs=None, questions_per_
     (None: the whole corpus, `{"train": -1}`; one count may be -1: every paragraph the others leave), in order.
 
     Splits are cut from one round-robin over the novels, in the order given; a split's unanswerable questions borrow
-    questions of its own paragraphs only, so no text of one split appears in another. `build` is the two-split case.
+    questions of its own paragraphs only, so no text of one split appears in another. `impossible_fraction` (a float,
+    or a dict of one per split) is the share of paragraphs that get an unanswerable question. `build` is the two-split
+    case.
     """
     paragraphs = dict(paragraphs or {"train": -1})
+    fractions = impossible_fraction if isinstance(impossible_fraction, dict) else dict.fromkeys(paragraphs,
+                                                                                                impossible_fraction)
     rng = random.Random(seed)
     pools = _usable_paragraphs(corpus_dir, rng)
     # round-robin over the novels so every novel is represented in every split
@@ -189,7 +193,7 @@ def build_splits(corpus_dir=CORPUS_DIR, seed=13, paragraphs=None, questions_per_
             answerable.append((novel, title, index, context, qas))
         items = []
         for novel, title, index, context, qas in answerable:
-            if rng.random() < impossible_fraction:
+            if rng.random() < fractions[split]:
                 donors = [item for item in answerable if item[0] != novel]
                 donor = rng.choice(donors)
                 borrowed = rng.choice(donor[4])
@@ -238,7 +242,7 @@ def write_text_without(corpus_dir, excluded, output_dir):
     return paths
 
 
-def _counts(dataset):
+def question_counts(dataset):
     qas = [qa for article in dataset["data"] for p in article["paragraphs"] for qa in p["qas"]]
     paragraphs = sum(len(article["paragraphs"]) for article in dataset["data"])
     return paragraphs, len(qas), sum(qa["is_impossible"] for qa in qas)
@@ -260,7 +264,7 @@ def main(argv=None):
     for split, dataset in (("train", train), ("dev", dev)):
         path = os.path.join(args.output_dir, f"austen_squad_{split}.json")
         write_json(path, dataset, indent=1)
-        paragraphs, questions, impossible = _counts(dataset)
+        paragraphs, questions, impossible = question_counts(dataset)
         print(f"{path}: {paragraphs} paragraphs, {questions} questions ({impossible} impossible)")
     return 0
 
