@@ -212,7 +212,7 @@ def plot_learning_curves(path, pretrain_log=(), pretrain_validation=(), squad_cu
         axis = axes[2]
         steps = [r["step"] for r in squad_curve]
         axis.plot(steps, [r["best_f1"] for r in squad_curve], "o-", color="tab:green", markersize=3,
-                  label="F1, held-in questions")
+                  label="F1, held-in questions (at their best threshold)")
         baseline = squad_curve[-1].get("no_answer_baseline")
         if squad_result:
             axis.plot([squad_result["step"]], [squad_result["f1"]], "*", color="tab:red", markersize=12,
