@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+from keras_albert.commands import parse_bool
 from keras_albert.errors import RunDiverged, UserInputError
 
 # name -> (module, one-line help)
@@ -45,16 +46,6 @@ def _module_exists(module):
 
 def _available_commands():
     return {name: entry for name, entry in COMMANDS.items() if _module_exists(entry[0])}
-
-
-def parse_bool(text):
-    """`true`/`false` (also 1/0, yes/no, on/off) as a bool; anything else is an `argparse` type error."""
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 class BooleanFlag(argparse.Action):

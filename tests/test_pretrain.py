@@ -268,7 +268,7 @@ def test_export_loads_in_transformers_with_equal_logits(command_run, data, capsy
         (["--warmup_steps", "50", "--total_steps", "10"], "--warmup_steps must be an integer from 0 to --total_steps"),
         (["--load_from", "checkpoint"], "--load_from=checkpoint needs --checkpoint_path"),
         (["--skip_mlm", "--skip_sop"], "--skip_mlm and --skip_sop cannot both be set"),
-        (["--skip_sop", "maybe"], "argument --skip_sop: invalid true/false value: 'maybe'"),
+        (["--skip_sop", "maybe"], "argument --skip_sop: expected true or false, got 'maybe'"),
         (["--distribution", "horovod"], "--distribution=horovod needs horovod.tensorflow"),
         (["--max_seq_length", "64"], "--max_seq_length=64 but the records under"),
         (["--jit_compile", "sometimes"], "argument --jit_compile: invalid choice"),

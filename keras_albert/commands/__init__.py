@@ -1,2 +1,15 @@
 """The `keras-albert` subcommands: each module turns flags into settings (`add_arguments(parser)`) and runs the
 library underneath (`run(args)`, returning an exit status). This is the top layer: nothing below imports it."""
+
+import argparse
+
+
+def parse_bool(text):
+    """`true`/`false` (also 1/0, yes/no, on/off) as a bool; anything else is an `argparse` type error. The type of
+    every boolean flag: `--flag`, `--flag=true`, `--flag=false`, `--flag true`."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -17,23 +17,12 @@ import sys
 
 from keras_albert.distribute import worker_info
 from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
+from keras_albert.commands import parse_bool
 from keras_albert.training.logs import configure_logging
 from keras_albert.training.preemption import signal_name
 from keras_albert.training.pretrain import pretrain
 from keras_albert.training.pretrain_settings import DEFAULT_MAX_PREDICTIONS, DEFAULT_MAX_SEQ_LENGTH, PretrainSettings
 from keras_albert.training.validation import flag_names
-
-
-def _bool(text):
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off", "none", ""):
-        return False
-    raise ValueError(text)
-
-
-_bool.__name__ = "true/false"
 
 
 def _one_line_errors(parser):
@@ -79,7 +68,7 @@ def add_arguments(parser):
     data.add_argument("--max_predictions_per_seq", type=int, default=None,
                       help="Masked positions per sequence. Default: from summary.json, else "
                       f"{DEFAULT_MAX_PREDICTIONS}.")
-    data.add_argument("--dynamic_masking", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
+    data.add_argument("--dynamic_masking", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
                       help="Mask in the input pipeline, anew each epoch (records written with --no_masking).")
     data.add_argument("--tokenizer", default=None,
                       help="Tokenizer directory or file: sets --vocab_size, serves --dynamic_masking and SQuAD, and "
@@ -111,9 +100,9 @@ def add_arguments(parser):
                        "preset's.")
     model.add_argument("--hidden_dropout_prob", type=float, default=None,
                        help="Encoder dropout. Default: the preset's (0 for ALBERT, 0.1 for BERT).")
-    model.add_argument("--skip_mlm", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
+    model.add_argument("--skip_mlm", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
                        help="Train the sentence-order (next-sentence) loss only.")
-    model.add_argument("--skip_sop", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
+    model.add_argument("--skip_sop", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
                        help="Train the masked-LM loss only.")
 
     train = parser.add_argument_group("optimization")
@@ -166,7 +155,7 @@ def add_arguments(parser):
     run.add_argument("--keep_checkpoints", type=int, default=3, help="Checkpoints kept in output_dir/checkpoints.")
     run.add_argument("--max_nonfinite_steps", type=int, default=10,
                      help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
-    run.add_argument("--allow_changed_settings", type=_bool, nargs="?", const=True, default=False,
+    run.add_argument("--allow_changed_settings", type=parse_bool, nargs="?", const=True, default=False,
                      metavar="true|false",
                      help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
                      "layout, precision) changed since the run started; each change is logged.")
@@ -183,7 +172,7 @@ def add_arguments(parser):
     squad.add_argument("--squad_batch_size", type=int, default=32, help="Finetuning rows per replica.")
     squad.add_argument("--squad_max_seq_length", type=int, default=None,
                        help="Tokens per SQuAD feature. Default: --max_seq_length, at most 384.")
-    run.add_argument("--quiet", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
+    run.add_argument("--quiet", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
                      help="No progress bar.")
     flag("--model_dir", default=None, help="Ignored (SageMaker's TensorFlow estimator passes it).")
 

@@ -18,23 +18,12 @@ import sys
 
 from keras_albert.distribute import DISTRIBUTIONS, worker_info
 from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
+from keras_albert.commands import parse_bool
 from keras_albert.training.logs import configure_logging
 from keras_albert.training.preemption import signal_name
 from keras_albert.training.squad import run_squad
 from keras_albert.training.squad_settings import TASK_NAMES, SquadRunSettings
 from keras_albert.training.validation import flag_names
-
-
-def _bool(text):
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off", "none", ""):
-        return False
-    raise ValueError(text)
-
-
-_bool.__name__ = "true/false"
 
 
 def add_arguments(parser):
@@ -86,7 +75,7 @@ def add_arguments(parser):
                      help="Steps between log lines (stderr and output_dir/train.log).")
     run.add_argument("--max_nonfinite_steps", type=int, default=10,
                      help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
-    run.add_argument("--allow_changed_settings", type=_bool, nargs="?", const=True, default=False,
+    run.add_argument("--allow_changed_settings", type=parse_bool, nargs="?", const=True, default=False,
                      metavar="true|false",
                      help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
                      "layout, precision) changed since the run started; each change is logged.")
