@@ -1,6 +1,7 @@
 """RunCheckpoint: what a checkpoint holds, who writes it, what a half-written one looks like; and a two-worker run."""
 
 import json
+import logging
 import os
 import sys
 
@@ -56,7 +57,7 @@ def _values(variables):
     return [v.numpy() for v in variables]
 
 
-def test_checkpoint_restores_weights_optimizer_rng_and_run_state():
+def test_checkpoint_restores_weights_optimizer_rng_and_run_state(caplog):
     run_dir = scratch_dir("roundtrip")
     source = _model(1)
     for step in range(2):
@@ -70,6 +71,14 @@ def test_checkpoint_restores_weights_optimizer_rng_and_run_state():
     restored = RunCheckpoint(run_dir, target)
     assert restored.restore_latest() == 2
     assert restored.state.value == {"step": 2, "data_layout": layout}
+    with caplog.at_level(logging.WARNING, logger="keras_albert"):
+        restored.warn_if_data_layout_changed(layout, 2)
+        assert not caplog.records
+        restored.warn_if_data_layout_changed({**layout, "seed": 8, "new_key": 1}, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "the data layout changed since the checkpoint (seed: 7 -> 8): training continues at step 2, but not on the "
+        "examples an uninterrupted run would have read"
+    ]
     assert _gap(source.get_weights(), target.get_weights()) == 0
     assert int(target.optimizer.iterations.numpy()) == 2
     assert _gap(_values(source.optimizer.variables), _values(target.optimizer.variables)) == 0

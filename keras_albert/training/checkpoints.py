@@ -155,6 +155,19 @@ class RunCheckpoint:
         self.last_saved_step = step
         return step
 
+    def warn_if_data_layout_changed(self, layout, step, what="examples"):
+        """Logs a warning naming each key of `layout` (how a run deals its data: batch, replicas, seed, files)
+        whose value differs from the one the restored checkpoint saved: training goes on at `step`, but not on
+        the `what` an uninterrupted run would have read."""
+        saved = self.state.value.get("data_layout", {})
+        changed = sorted(key for key in layout if key in saved and saved[key] != layout[key])
+        if changed:
+            logger.warning(
+                "the data layout changed since the checkpoint (%s): training continues at step %d, but not on the "
+                "%s an uninterrupted run would have read",
+                ", ".join(f"{key}: {saved[key]!r} -> {layout[key]!r}" for key in changed), step, what,
+            )
+
     def save(self, step, data_layout=None):
         """Saves a checkpoint numbered `step`. Every worker must call it (see the module docstring).
 

@@ -282,14 +282,7 @@ def _report_resume(checkpoint, latest, step, settings, layout, model):
         "Resuming from %s: step %d of %d (optimizer iteration %d)",
         latest, step, settings.total_steps, int(model.optimizer.iterations.numpy()),
     )
-    saved = checkpoint.state.value.get("data_layout", {})
-    changed = sorted(key for key in layout if key in saved and saved[key] != layout[key])
-    if changed:
-        logger.warning(
-            "the data layout changed since the checkpoint (%s): training continues at step %d, but not on the "
-            "examples an uninterrupted run would have seen",
-            ", ".join(f"{key}: {saved[key]!r} -> {layout[key]!r}" for key in changed), step,
-        )
+    checkpoint.warn_if_data_layout_changed(layout, step)
 
 
 def _run_callbacks(settings, worker, checkpoint, initial_step, global_batch, layout, stop_on_signal,

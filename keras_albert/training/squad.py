@@ -340,14 +340,7 @@ def _finetune_run(settings, model, strategy, worker, tokenizer, train_features, 
         layout = _data_layout(settings, len(train_features), replicas, num_workers)
         if latest is not None:
             logger.info("Resuming from %s: step %d of %d", latest, initial_step, total_steps)
-            saved = checkpoint.state.value.get("data_layout", {})
-            changed = sorted(key for key in layout if key in saved and saved[key] != layout[key])
-            if changed:
-                logger.warning(
-                    "the data layout changed since the checkpoint (%s): training continues at step %d, but not on "
-                    "the features an uninterrupted run would have read",
-                    ", ".join(f"{key}: {saved[key]!r} -> {layout[key]!r}" for key in changed), initial_step,
-                )
+            checkpoint.warn_if_data_layout_changed(layout, initial_step, what="features")
         if worker.is_chief:
             _write_run_settings(settings, output_dir, replicas, num_workers, strategy, jit_compile)
         stop_on_signal = run_callbacks.StopOnSignal(stop_signals, strategy, horovod, num_workers,
