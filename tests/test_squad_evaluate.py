@@ -203,3 +203,23 @@ def test_evaluate_squad_command_counts_missing_predictions(tmp_path, capsys):
     assert cli.main(["evaluate-squad", str(data_file), str(pred_file), "--strict"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "1 of 6 questions have no prediction" in error
+
+
+def test_run_scores_are_those_of_the_predictions_at_a_null_threshold_above_1():
+    """`squad`'s scores.json: null odds are score differences, not probabilities. Predictions made at a threshold
+    of 3 ("" exactly where the odds exceed 3) score as written, though the official default cut-off (1.0) would
+    count q1 and q3 (odds 2.5 and 1.5, answered) as "no answer"."""
+    from keras_albert.training.squad_predict import official_scores
+
+    odds = {"q1": 2.5, "q2": -1.0, "q3": 1.5, "q4": 4.0, "q5": 0.5, "q6": 3.5}
+    predictions = {"q1": "cat!", "q2": "the red house of", "q3": "France", "q4": "", "q5": "something", "q6": ""}
+    assert all((text == "") == (odds[qid] > 3.0) for qid, text in predictions.items())
+    as_written = evaluate(DATASET, predictions)
+    scores = official_scores(DATASET, predictions, odds, null_score_diff_threshold=3.0)
+    assert scores["f1"] == pytest.approx(as_written["f1"], abs=1e-9)
+    assert scores["exact"] == pytest.approx(as_written["exact"], abs=1e-9)
+    assert "best_f1" in scores
+    official_default = evaluate(DATASET, predictions, na_probs=odds)
+    assert official_default["f1"] < as_written["f1"] - 1  # what scores.json said before
+    # at the default threshold 0 nothing changes: the official cut-off of 1.0 stays
+    assert official_scores(DATASET, predictions, odds) == official_default

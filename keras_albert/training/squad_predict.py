@@ -159,6 +159,19 @@ def predict_logits(model, features, batch_size=64, verbose="auto"):
 
 
 
+def official_scores(dataset, predictions, null_odds, null_score_diff_threshold=0.0):
+    """The official scores of `predictions`, with `null_odds` as the na-prob file (which adds the `best_*` keys).
+
+    The official script counts a question as answered "no answer" when its na-prob exceeds its threshold (1.0 by
+    default), whatever the prediction says. Null odds are score differences, not probabilities, so that threshold
+    is raised to the one the predictions were made with: `f1` and `exact` are then the scores of the predictions
+    as written (a question is predicted "" exactly when its odds exceed `null_score_diff_threshold`)."""
+    from keras_albert.data import squad
+
+    return squad.evaluate(dataset, predictions, na_probs=null_odds,
+                          na_prob_thresh=max(1.0, float(null_score_diff_threshold)))
+
+
 def predict_squad(
     model,
     examples,
@@ -218,7 +231,8 @@ def predict_squad(
         version_2_with_negative=version_2_with_negative,
         null_score_diff_threshold=settings.null_score_diff_threshold,
     )
-    scores = squad.evaluate(dataset or _examples_to_dataset(examples), predictions, na_probs=null_odds)
+    scores = official_scores(dataset or _examples_to_dataset(examples), predictions, null_odds,
+                             settings.null_score_diff_threshold)
     paths = {}
     index, _, _ = strategy_workers(model.distribute_strategy)
     if output_dir is not None and index == 0:
