@@ -349,8 +349,10 @@ def _print_summary(out, paths, timings, curves, seconds):
               f"(the model: {dev['f1'] - base['f1']:+.1f} F1)")
         print(f"   no-answer threshold {result['null_score_diff_threshold']:.3f} (null score minus best span score), "
               f"chosen on the {result['held_in']['total']} held-in questions")
+        export = os.path.join(paths["squad"], "huggingface")
         print(f"   held-apart predictions and scores: {os.path.join(paths['squad'], 'dev')}; the finetuned model: "
-              f"{os.path.join(paths['squad'], 'model.keras')} (Hugging Face export beside it, if written)")
+              f"{os.path.join(paths['squad'], 'model.keras')}"
+              + (f" (for transformers: {export})" if os.path.isdir(export) else ""))
     spent = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items() if seconds)
     if spent:
         print(f"   time: {spent}; this run {seconds:.0f}s")
