@@ -89,3 +89,42 @@ def published_checkpoints(run_dir):
     except FileNotFoundError:
         return []
     return sorted({int(step) for step in re.findall(r'all_model_checkpoint_paths: "[^"]*ckpt-(\d+)"', pointer)})
+
+
+def wait_for_line(path, pattern, process, timeout):
+    """Waits until the text file `path` holds a line matching the regular expression `pattern`; fails (after
+    killing `process`) if `process` ends first or `timeout` seconds pass."""
+    import re
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) before {pattern!r}:\n"
+                                 + process.stderr.read()[-4000:])
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as file:
+                if re.search(pattern, file.read(), re.MULTILINE):
+                    return
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"no line {pattern!r} in {path} within {timeout} s")
+
+
+def saved_weights(path):
+    """The weights of the `.keras` model at `path`, as NumPy arrays."""
+    import keras
+    import numpy as np
+
+    import keras_albert.models  # noqa: F401 (registers the classes the file names)
+    import keras_albert.optimizers  # noqa: F401
+
+    return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
+
+
+def checkpoint_files(output_dir):
+    """The steps of the `ckpt-N.index` files under `output_dir/checkpoints`."""
+    import re
+
+    names = os.listdir(os.path.join(output_dir, "checkpoints"))
+    return sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m)

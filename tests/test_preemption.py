@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from fixtures_data import pretraining_records, scratch_dir
+from fixtures_data import checkpoint_files, pretraining_records, saved_weights, scratch_dir, wait_for_line
 
 from keras_albert import cli
 
@@ -49,41 +49,12 @@ def _flags(records, output_dir, **overrides):
     return ["pretrain", "--quiet", *[f"--{key}={value}" for key, value in values.items()]]
 
 
-def _wait_for_line(path, pattern, process, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended (exit {process.returncode}) before {pattern!r}:\n"
-                                 + process.stderr.read()[-4000:])
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as file:
-                if re.search(pattern, file.read(), re.MULTILINE):
-                    return
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"no line {pattern!r} in {path} within {timeout} s")
-
-
-def _weights(path):
-    import keras
-
-    import keras_albert.models  # noqa: F401 (registers the classes the file names)
-    import keras_albert.optimizers  # noqa: F401
-
-    return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
-
-
-def _checkpoint_steps(output_dir):
-    names = os.listdir(os.path.join(output_dir, "checkpoints"))
-    return sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m)
-
-
 @pytest.fixture(scope="module")
 def straight(records):
     """The final weights of the same run uninterrupted."""
     output_dir = scratch_dir("straight")
     assert cli.main(_flags(records, output_dir)) == 0
-    return _weights(os.path.join(output_dir, "model.keras"))
+    return saved_weights(os.path.join(output_dir, "model.keras"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.large)])
@@ -99,7 +70,7 @@ def test_a_signal_stops_at_a_step_with_its_checkpoint_and_a_rerun_resumes_exactl
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
     )
     try:
-        _wait_for_line(os.path.join(interrupted, "train.log"), rf"step {target}/{TOTAL}\b", process, timeout=120)
+        wait_for_line(os.path.join(interrupted, "train.log"), rf"step {target}/{TOTAL}\b", process, timeout=120)
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -115,14 +86,14 @@ def test_a_signal_stops_at_a_step_with_its_checkpoint_and_a_rerun_resumes_exactl
     assert match, last_line
     stopped = int(match.group(1))
     assert target <= stopped <= target + 1, (target, stopped)  # the step running when the signal came, or the next
-    assert _checkpoint_steps(interrupted) == [EVERY, stopped]
+    assert checkpoint_files(interrupted) == [EVERY, stopped]
     assert not os.path.exists(os.path.join(interrupted, "model.keras"))
     assert not os.path.exists(os.path.join(interrupted, "summary.json"))
 
     assert cli.main(_flags(records, interrupted)) == 0
     with open(os.path.join(interrupted, "train.log"), encoding="utf-8") as file:
         assert f"step {stopped} of {TOTAL}" in file.read()  # "Resuming from .../ckpt-<stopped>: step <stopped> of 12"
-    resumed = _weights(os.path.join(interrupted, "model.keras"))
+    resumed = saved_weights(os.path.join(interrupted, "model.keras"))
     assert len(resumed) == len(straight)
     gap = max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, straight))
     assert gap <= 1e-6, gap
@@ -173,6 +144,6 @@ def test_a_signal_to_one_of_two_workers_stops_both_at_the_same_step(records):
     for result in results:
         assert result.returncode == 143, result.log[-4000:]
         assert f"stopped by SIGTERM at step 5 of {TOTAL}" in result.log, result.log[-4000:]
-    assert _checkpoint_steps(output_dir) == [EVERY, 5]
+    assert checkpoint_files(output_dir) == [EVERY, 5]
     assert not os.path.exists(os.path.join(output_dir, "model.keras"))
     assert time.monotonic() - started < 240

@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from fixtures_data import scratch_dir, trained_tokenizer_dir
+from fixtures_data import checkpoint_files, saved_weights, scratch_dir, trained_tokenizer_dir, wait_for_line
 
 from keras_albert import cli
 from keras_albert.data import squad
@@ -75,40 +74,12 @@ def _flags(files, output_dir, **overrides):
     return ["squad", *[f"--{key}={value}" for key, value in values.items()]]
 
 
-def _wait_for_line(path, pattern, process, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended (exit {process.returncode}) before {pattern!r}:\n"
-                                 + process.stderr.read()[-4000:])
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as file:
-                if re.search(pattern, file.read(), re.MULTILINE):
-                    return
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"no line {pattern!r} in {path} within {timeout} s")
-
-
-def _weights(path):
-    import keras
-
-    import keras_albert.models  # noqa: F401 (registers the classes the file names)
-
-    return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
-
-
-def _checkpoint_steps(output_dir):
-    names = os.listdir(os.path.join(output_dir, "checkpoints"))
-    return sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m)
-
-
 @pytest.fixture(scope="module")
 def straight(files):
     """The same run uninterrupted: its directory and final weights."""
     output_dir = scratch_dir("squad-straight")
     assert cli.main(_flags(files, output_dir)) == 0
-    return output_dir, _weights(os.path.join(output_dir, "model.keras"))
+    return output_dir, saved_weights(os.path.join(output_dir, "model.keras"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.large)])
@@ -124,7 +95,7 @@ def test_a_signal_stops_squad_at_a_step_with_its_checkpoint_and_a_rerun_resumes_
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
     )
     try:
-        _wait_for_line(os.path.join(interrupted, "train.log"), rf"step {target}/{TOTAL}\b", process, timeout=180)
+        wait_for_line(os.path.join(interrupted, "train.log"), rf"step {target}/{TOTAL}\b", process, timeout=180)
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -140,14 +111,14 @@ def test_a_signal_stops_squad_at_a_step_with_its_checkpoint_and_a_rerun_resumes_
     assert match, last_line
     stopped = int(match.group(1))
     assert target <= stopped <= target + 1, (target, stopped)  # the step running when the signal came, or the next
-    assert _checkpoint_steps(interrupted) == [EVERY, stopped]
+    assert checkpoint_files(interrupted) == [EVERY, stopped]
     for written in ("model.keras", "huggingface", "predictions.json", "scores.json"):
         assert not os.path.exists(os.path.join(interrupted, written)), written
 
     assert cli.main(_flags(files, interrupted)) == 0
     with open(os.path.join(interrupted, "train.log"), encoding="utf-8") as file:
         assert f"ckpt-{stopped}: step {stopped} of {TOTAL}" in file.read()
-    resumed = _weights(os.path.join(interrupted, "model.keras"))
+    resumed = saved_weights(os.path.join(interrupted, "model.keras"))
     _, expected = straight
     assert len(resumed) == len(expected)
     gap = max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, expected))
@@ -172,7 +143,7 @@ def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(files, st
         log = file.read()
     assert "Settings changed since the previous start: --learning_rate 0.001 -> 0.005" in log
     assert "The finetuning is complete: step 12 of 12" in log
-    again = _weights(os.path.join(output_dir, "model.keras"))
+    again = saved_weights(os.path.join(output_dir, "model.keras"))
     assert all(np.array_equal(a, b) for a, b in zip(again, expected))
 
 
