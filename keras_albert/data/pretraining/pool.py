@@ -259,14 +259,24 @@ class _ParentWatch:
         return os.getppid() != self.parent_pid
 
     def _on_sigterm(self, signum, frame):
-        if self.parent_gone():
-            self.exit()
+        # The parent-death signal can be handled before this process shows as reparented: wait a moment for it.
+        self.await_parent_exit(seconds=0.5)
         os._exit(128 + signal.SIGTERM)
 
     def _watch(self):
         while not self.parent_gone():
             time.sleep(PARENT_WATCH_SECONDS)
         self.exit()
+
+    def await_parent_exit(self, seconds=5.0):
+        """Cleans up and exits once the parent is gone, waiting up to `seconds` for it: a parent killed with -9
+        closes its pipes before the kernel reparents this process, so `parent_gone` can still be False when the
+        pipe's end is seen (and the process would exit before the parent-death signal arrives)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.parent_gone():
+                self.exit()
+            time.sleep(0.005)
 
     def exit(self):
         with self.lock:  # the signal handler and the thread may both get here
@@ -283,7 +293,11 @@ def _worker_main(state, orders, outbox, parent_pid):
     instances.compiled_module()  # loaded while the main process still reads the first input file
     try:
         while True:
-            message = orders.recv()
+            try:
+                message = orders.recv()
+            except EOFError:  # its end closed without the None that ends a worker: the parent died
+                watch.await_parent_exit()
+                raise
             if message is None:
                 return
             kind, index, payload = message  # ("run", item index, (function, item)) or ("write", position, placements)
