@@ -128,3 +128,17 @@ def checkpoint_files(output_dir):
 
     names = os.listdir(os.path.join(output_dir, "checkpoints"))
     return sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m)
+
+
+def nonfinite_tensors(prefix):
+    """The names of the floating-point tensors of the TensorFlow checkpoint `prefix` holding a NaN or an infinity."""
+    import numpy as np
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    bad = []
+    for key in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(key)
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad.append(key)
+    return bad

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from fixtures_data import pretraining_records, scratch_dir
+from fixtures_data import nonfinite_tensors, pretraining_records, scratch_dir
 
 from keras_albert import cli
 
@@ -30,18 +30,6 @@ def _flags(records, output_dir, **overrides):
     return ["pretrain", "--quiet", *[f"--{key}={value}" for key, value in values.items()]]
 
 
-def _nonfinite_tensors(prefix):
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    bad = []
-    for key in reader.get_variable_to_shape_map():
-        value = reader.get_tensor(key)
-        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            bad.append(key)
-    return bad
-
-
 @pytest.mark.parametrize("optimizer", ["lamb", "adamw"])
 def test_a_diverging_run_stops_with_one_line_and_keeps_finite_checkpoints(records, optimizer, capsys):
     import tensorflow as tf
@@ -55,7 +43,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_finite_checkpoints(record
     assert stopped < 40
     latest = tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
     assert latest is not None
-    assert _nonfinite_tensors(latest) == []
+    assert nonfinite_tensors(latest) == []
     assert not os.path.exists(os.path.join(output_dir, "model.keras"))
 
 

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from fixtures_data import checkpoint_files, saved_weights, scratch_dir, trained_tokenizer_dir, wait_for_line
+from fixtures_data import (checkpoint_files, nonfinite_tensors, saved_weights, scratch_dir, trained_tokenizer_dir,
+                           wait_for_line)
 
 from keras_albert import cli
 from keras_albert.data import squad
@@ -147,18 +148,6 @@ def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(files, st
     assert all(np.array_equal(a, b) for a, b in zip(again, expected))
 
 
-def _nonfinite_tensors(prefix):
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    bad = []
-    for key in reader.get_variable_to_shape_map():
-        value = reader.get_tensor(key)
-        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            bad.append(key)
-    return bad
-
-
 def test_a_diverging_squad_run_stops_with_one_line_and_keeps_finite_checkpoints(files, capsys):
     """Learning rate 1e6: updates turn non-finite and are skipped; after --max_nonfinite_steps in a row the run ends
     with one line naming the step and the last finite loss (exit 1); the latest checkpoint holds finite weights
@@ -175,7 +164,7 @@ def test_a_diverging_squad_run_stops_with_one_line_and_keeps_finite_checkpoints(
     assert int(re.search(r"error: step (\d+)", err[-1]).group(1)) < 40
     latest = tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
     assert latest is not None
-    assert _nonfinite_tensors(latest) == []
+    assert nonfinite_tensors(latest) == []
     for written in ("model.keras", "huggingface", "predictions.json"):
         assert not os.path.exists(os.path.join(output_dir, written)), written
 

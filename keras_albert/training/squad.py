@@ -6,6 +6,9 @@ the `keras-albert squad` command does, from `SquadRunSettings`, and takes a mode
 Python as well. `PeriodicSquad` (periodic SQuAD during pretraining) calls the same two functions with the same
 `SquadSettings`.
 
+Why one module of about 500 lines: finetuning and the run around it (checkpoints, resume, signals, the export)
+share the run's private helpers; prediction lives in `squad_predict.py` and the settings in `squad_settings.py`.
+
 ```python
 from keras_albert.training.squad import SquadRunSettings, run_squad
 
