@@ -17,7 +17,7 @@ import sys
 
 from keras_albert.distribute import worker_info
 from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
-from keras_albert.commands import parse_bool
+from keras_albert.commands import add_long_run_arguments, parse_bool
 from keras_albert.training.logs import configure_logging
 from keras_albert.training.preemption import signal_name
 from keras_albert.training.pretrain import pretrain
@@ -153,12 +153,7 @@ def add_arguments(parser):
                      help="Steps between log lines and TensorBoard points (values averaged over the window).")
     run.add_argument("--checkpoint_frequency", type=int, default=5000, help="Steps between checkpoints.")
     run.add_argument("--keep_checkpoints", type=int, default=3, help="Checkpoints kept in output_dir/checkpoints.")
-    run.add_argument("--max_nonfinite_steps", type=int, default=10,
-                     help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
-    run.add_argument("--allow_changed_settings", type=parse_bool, nargs="?", const=True, default=False,
-                     metavar="true|false",
-                     help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
-                     "layout, precision) changed since the run started; each change is logged.")
+    add_long_run_arguments(run)
     squad = parser.add_argument_group("periodic SQuAD (--squad_frequency)")
     squad.add_argument("--squad_frequency", "--squad_freq", type=int, default=0,
                        help="Steps between SQuAD evaluations of the encoder (a copy finetuned for --squad_steps); "

@@ -21,7 +21,6 @@ where it stopped (pretraining resumes from its latest checkpoint).
 """
 
 import argparse
-import json
 import os
 import time
 

@@ -18,7 +18,7 @@ import sys
 
 from keras_albert.distribute import DISTRIBUTIONS, worker_info
 from keras_albert.training.choices import JIT_COMPILE, LOAD_FROM, MODEL_SIZES, MODEL_TYPES, OPTIMIZERS, PRECISIONS
-from keras_albert.commands import parse_bool
+from keras_albert.commands import add_long_run_arguments
 from keras_albert.training.logs import configure_logging
 from keras_albert.training.preemption import signal_name
 from keras_albert.training.squad import run_squad
@@ -73,12 +73,7 @@ def add_arguments(parser):
     run.add_argument("--keep_checkpoints", type=int, default=3, help="Checkpoints kept in output_dir/checkpoints.")
     run.add_argument("--log_frequency", type=int, default=100,
                      help="Steps between log lines (stderr and output_dir/train.log).")
-    run.add_argument("--max_nonfinite_steps", type=int, default=10,
-                     help="Updates in a row skipped for a non-finite loss or gradients that stop the run (exit 1).")
-    run.add_argument("--allow_changed_settings", type=parse_bool, nargs="?", const=True, default=False,
-                     metavar="true|false",
-                     help="Resume even though optimisation settings (optimizer, learning rate, schedule, batch "
-                     "layout, precision) changed since the run started; each change is logged.")
+    add_long_run_arguments(run)
 
 
 def settings_from_args(args):
