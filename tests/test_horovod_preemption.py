@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from fixtures_data import scratch_dir
+from fixtures_data import checkpoint_files, scratch_dir
 from test_horovod import mpiexec
-from test_preemption import EVERY, TOTAL, _checkpoint_steps, _flags, records  # noqa: F401 (records: a fixture)
+from test_preemption import EVERY, TOTAL, _flags, records  # noqa: F401 (records: a fixture)
 
 pytestmark = pytest.mark.large
 
@@ -61,6 +61,6 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_its_checkpoint(rec
     assert result.returncode == 143, log
     # Both ranks print the line (the flag reached rank 0 through the all-reduce) naming the same step.
     assert (result.stdout + result.stderr).count(f"stopped by SIGTERM at step 5 of {TOTAL}") == 2, log
-    assert _checkpoint_steps(output_dir) == [EVERY, 5]
+    assert checkpoint_files(output_dir) == [EVERY, 5]
     assert not os.path.exists(os.path.join(output_dir, "model.keras"))
     assert time.monotonic() - started < 600
