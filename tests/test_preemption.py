@@ -105,13 +105,19 @@ def test_a_signal_only_sets_the_flag_a_second_acts_as_usual_and_handlers_are_res
     from keras_albert.training.preemption import StopSignals
 
     assert threading.current_thread() is threading.main_thread()
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt), StopSignals() as flags:
-        signal.raise_signal(signal.SIGTERM)
-        assert flags.signum == signal.SIGTERM  # recorded, the process lives
-        signal.raise_signal(signal.SIGINT)  # a second signal acts as without the run: KeyboardInterrupt
-    assert flags.signum == signal.SIGTERM
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    # Python's own SIGINT handler, whatever an earlier test in this worker process left installed (CI once saw
+    # no KeyboardInterrupt here)
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt), StopSignals() as flags:
+            signal.raise_signal(signal.SIGTERM)
+            assert flags.signum == signal.SIGTERM  # recorded, the process lives
+            signal.raise_signal(signal.SIGINT)  # a second signal acts as without the run: KeyboardInterrupt
+        assert flags.signum == signal.SIGTERM
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    finally:
+        signal.signal(signal.SIGINT, outside)
 
 
 # Worker 1 sends itself SIGTERM after step 5; worker 0 receives nothing.
