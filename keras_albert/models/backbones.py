@@ -9,6 +9,7 @@ import keras
 import keras_hub
 
 from keras_albert.errors import UserInputError
+from keras_albert.models.fast_layers import gelu_approximate, use_fast_encoder
 
 # Hugging Face `hidden_act` -> the Keras activation computing the same function.
 HF_ACTIVATIONS = {
@@ -24,11 +25,6 @@ HF_ACTIVATIONS = {
 KERAS_TO_HF_ACTIVATION = {
     "gelu": "gelu", "gelu_approximate": "gelu_new", "relu": "relu", "silu": "silu", "tanh": "tanh"
 }
-
-
-@keras.saving.register_keras_serializable(package="keras_albert")
-def gelu_approximate(x):
-    return keras.activations.gelu(x, approximate=True)
 
 
 def get_activation(name):
@@ -64,16 +60,22 @@ class AlbertEncoder(keras_hub.models.AlbertBackbone):
     Args:
         hidden_activation: str. "gelu_approximate" (ALBERT's `gelu_new`, the default), "gelu", "relu", "silu"
             or "tanh".
+        fast_encoder: bool. Compute the encoder layers with `FastTransformerEncoder` (same variables, same function
+            to float32 round-off, fewer kernels; keras_albert/models/fast_layers.py). True by default; False runs
+            keras-hub's own layer call.
         **kwargs: the arguments of `keras_hub.models.AlbertBackbone`.
     """
 
-    def __init__(self, *args, hidden_activation="gelu_approximate", **kwargs):
+    def __init__(self, *args, hidden_activation="gelu_approximate", fast_encoder=True, **kwargs):
         super().__init__(*args, **kwargs)
         _set_feedforward_activation(self, hidden_activation)
+        if fast_encoder:
+            use_fast_encoder(self)
         self.hidden_activation = hidden_activation
+        self.fast_encoder = fast_encoder
 
     def get_config(self):
-        return {**super().get_config(), "hidden_activation": self.hidden_activation}
+        return {**super().get_config(), "hidden_activation": self.hidden_activation, "fast_encoder": self.fast_encoder}
 
 
 @keras.saving.register_keras_serializable(package="keras_albert")
@@ -83,16 +85,20 @@ class BertEncoder(keras_hub.models.BertBackbone):
     Args:
         hidden_activation: str. "gelu" (BERT's exact GELU, the default), "gelu_approximate", "relu", "silu"
             or "tanh".
+        fast_encoder: bool. As in `AlbertEncoder`.
         **kwargs: the arguments of `keras_hub.models.BertBackbone`.
     """
 
-    def __init__(self, *args, hidden_activation="gelu", **kwargs):
+    def __init__(self, *args, hidden_activation="gelu", fast_encoder=True, **kwargs):
         super().__init__(*args, **kwargs)
         _set_feedforward_activation(self, hidden_activation)
+        if fast_encoder:
+            use_fast_encoder(self)
         self.hidden_activation = hidden_activation
+        self.fast_encoder = fast_encoder
 
     def get_config(self):
-        return {**super().get_config(), "hidden_activation": self.hidden_activation}
+        return {**super().get_config(), "hidden_activation": self.hidden_activation, "fast_encoder": self.fast_encoder}
 
 
 ENCODERS = {"albert": AlbertEncoder, "bert": BertEncoder}

@@ -1,0 +1,203 @@
+"""A faster `call` for keras-hub's `TransformerEncoder`, on the same variables.
+
+keras-hub's encoder layer computes self-attention through Keras' `MultiHeadAttention` (three `EinsumDense`
+projections, a boolean mask broadcast to [batch, heads, query, key] and applied with `where` in every layer) and
+its feed-forward block through two `Dense` layers on 3-D tensors. On a CPU without XLA each of those small
+element-wise steps is its own kernel, forward and backward. `FastTransformerEncoder.call` computes the same function
+with fewer kernels:
+- Q, K and V as one [batch * seq, hidden] x [hidden, 3 * hidden] matmul (the three kernels concatenated inside the
+  call, so the variables, their names and shapes, stay those of the keras-hub layer);
+- the padding mask as an additive bias of shape [batch, 1, 1, key] instead of a broadcast `where`;
+- 2-D matmuls with `bias_add`, which oneDNN fuses (in float32);
+- GELU with a hand-written gradient (fewer element-wise kernels than the automatic one).
+
+`use_fast_encoder(backbone)` switches the encoder layers of a built keras-hub backbone to it (a class change, no new
+variables); `AlbertEncoder` and `BertEncoder` do so unless `fast_encoder=False`. Outputs and gradients equal the
+keras-hub layer's to float32 round-off (tests/test_fast_encoder.py checks it against keras-hub's own call).
+"""
+
+import math
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_MASKED = -1e9  # added to the logits of padding keys: exp underflows to exactly 0 in float32
+
+
+def _gelu_and_derivative(x, approximate):
+    """GELU of float32 `x` and its derivative: the tanh approximation (`tf.nn.gelu(x, approximate=True)`,
+    ALBERT's `gelu_new`) or the exact erf form (BERT's `gelu`)."""
+    if approximate:
+        t = tf.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x)))
+        y = 0.5 * x * (1.0 + t)
+        dy_dx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
+        return y, dy_dx
+    cdf = 0.5 * (1.0 + tf.math.erf(x * _INV_SQRT_2))
+    return x * cdf, cdf + x * tf.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+
+
+# The element-wise blocks are compiled with XLA one by one, forward and backward each into one or two loops, while
+# the matmuls between them stay in oneDNN (which, on CPU, is faster than XLA's own). Statistics are in float32.
+@tf.function(jit_compile=True)
+def _bias_gelu_forward(x, bias, approximate):
+    y, _ = _gelu_and_derivative(tf.cast(x, "float32") + tf.cast(bias, "float32"), approximate)
+    return tf.cast(y, x.dtype)
+
+
+@tf.function(jit_compile=True)
+def _bias_gelu_backward(x, bias, dy, approximate):
+    _, dy_dx = _gelu_and_derivative(tf.cast(x, "float32") + tf.cast(bias, "float32"), approximate)
+    dx = tf.cast(dy, "float32") * dy_dx
+    return tf.cast(dx, x.dtype), tf.cast(tf.reduce_sum(dx, 0), bias.dtype)
+
+
+def _bias_gelu(x, bias, approximate):
+    """`gelu(x + bias)` over a [rows, units] `x`."""
+
+    @tf.custom_gradient
+    def forward(x, bias):
+        return _bias_gelu_forward(x, bias, approximate), lambda dy: _bias_gelu_backward(x, bias, dy, approximate)
+
+    return forward(x, bias)
+
+
+@tf.function(jit_compile=True)
+def _add_layer_norm_forward(x, y, gamma, beta, epsilon):
+    """Keras' `LayerNormalization` of `x + y` over the last axis (the sum in the compute dtype, as keras-hub adds
+    the residual; statistics in float32), with the row statistics the backward pass needs."""
+    s = tf.cast(x + y, "float32")
+    mean = tf.reduce_mean(s, -1, keepdims=True)
+    variance = tf.reduce_mean(tf.math.squared_difference(s, mean), -1, keepdims=True)
+    inv = tf.math.rsqrt(variance + epsilon)
+    scale = inv * gamma
+    out = s * scale + (beta - mean * scale)
+    return tf.cast(out, x.dtype), s, mean, inv
+
+
+@tf.function(jit_compile=True)
+def _add_layer_norm_backward(s, mean, inv, gamma, dout, dtype):
+    normed = (s - mean) * inv
+    dout = tf.cast(dout, "float32")
+    g = dout * gamma
+    ds = inv * (g - tf.reduce_mean(g, -1, keepdims=True) - normed * tf.reduce_mean(g * normed, -1, keepdims=True))
+    return tf.cast(ds, dtype), tf.reduce_sum(dout * normed, 0), tf.reduce_sum(dout, 0)
+
+
+def _add_layer_norm(x, y, gamma, beta, epsilon):
+    """`LayerNormalization(x + y)` over [rows, units] tensors; `gamma` and `beta` float32."""
+
+    @tf.custom_gradient
+    def forward(x, y, gamma, beta):
+        out, s, mean, inv = _add_layer_norm_forward(x, y, gamma, beta, epsilon)
+
+        def grad(dout):
+            ds, dgamma, dbeta = _add_layer_norm_backward(s, mean, inv, gamma, dout, x.dtype)
+            return ds, ds, dgamma, dbeta
+
+        return out, grad
+
+    return forward(x, y, gamma, beta)
+
+
+@keras.saving.register_keras_serializable(package="keras_albert")
+def gelu_approximate(x):
+    return keras.activations.gelu(x, approximate=True)
+
+
+def _add_bias(x, bias):
+    """`x + bias`: `bias_add` in float32, which oneDNN fuses into the matmul before it; a plain add in 16 bits, whose
+    gradient sums in float32 (`BiasAddGrad` accumulates bfloat16 in bfloat16, visibly less accurately)."""
+    return tf.nn.bias_add(x, bias) if x.dtype == tf.float32 else x + bias
+
+
+def _gelu_kind(activation):
+    """True for the tanh-approximate GELU, False for the exact one, None for another activation."""
+    if activation is gelu_approximate or activation is keras_hub.src.utils.keras_utils.gelu_approximate:
+        return True
+    if activation is keras.activations.gelu:  # Keras' default is approximate=False
+        return False
+    return None
+
+
+@keras.saving.register_keras_serializable(package="keras_albert")
+class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
+    """keras-hub's `TransformerEncoder` (post-layer-norm, as in ALBERT and BERT) computed with fewer kernels.
+
+    Same constructor, variables and config as `keras_hub.layers.TransformerEncoder`; only `call` differs. Calls
+    it does not cover (`normalize_first`, a custom `attention_mask`, `return_attention_scores`) run keras-hub's own.
+
+    Args:
+        **kwargs: the arguments of `keras_hub.layers.TransformerEncoder`.
+
+    Example:
+    ```python
+    layer = FastTransformerEncoder(intermediate_dim=64, num_heads=2)
+    outputs = layer(np.ones((2, 8, 16), "float32"), padding_mask=np.ones((2, 8), "int32"))
+    ```
+    """
+
+    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
+        if self.normalize_first or attention_mask is not None or return_attention_scores:
+            return super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask,
+                                training=training, return_attention_scores=return_attention_scores)
+        attention = self._self_attention_layer
+        dtype = self.compute_dtype
+        batch, seq = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        hidden = inputs.shape[-1]
+        heads, head_dim = attention.num_heads, attention.key_dim
+
+        x = tf.reshape(inputs, [-1, hidden])
+        kernels = [attention._query_dense, attention._key_dense, attention._value_dense]
+        qkv_kernel = tf.concat([tf.reshape(tf.cast(d.kernel, dtype), [hidden, heads * head_dim]) for d in kernels], 1)
+        qkv_bias = tf.concat([tf.reshape(tf.cast(d.bias, dtype), [-1]) for d in kernels], 0)
+        qkv = _add_bias(tf.matmul(x, qkv_kernel), qkv_bias)
+        qkv = tf.transpose(tf.reshape(qkv, [batch, seq, 3, heads, head_dim]), [2, 0, 3, 1, 4])
+        query, key, value = tf.unstack(qkv)  # each [batch, heads, seq, head_dim]
+
+        logits = tf.matmul(query * tf.cast(attention._inverse_sqrt_key_dim, dtype), key, transpose_b=True)
+        logits = tf.cast(logits, "float32")  # softmax in float32, as Keras' dot_product_attention does
+        if padding_mask is not None:
+            keep = tf.cast(tf.reshape(padding_mask, [batch, 1, 1, seq]), "float32")
+            logits = logits + (1.0 - keep) * _MASKED
+        probs = tf.cast(tf.nn.softmax(logits), dtype)
+        probs = attention._dropout_layer(probs, training=training)
+        context = tf.matmul(probs, value)  # [batch, heads, seq, head_dim]
+        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, heads * head_dim])
+        output = attention._output_dense
+        y = tf.matmul(context, tf.reshape(tf.cast(output.kernel, dtype), [heads * head_dim, hidden]))
+        y = _add_bias(y, tf.cast(output.bias, dtype))
+        y = self._dropout(self._self_attention_dropout, y, batch, seq, hidden, training)
+        x = self._layer_norm(self._self_attention_layer_norm, x, y)
+
+        intermediate = self._feedforward_intermediate_dense
+        h = tf.matmul(x, tf.cast(intermediate.kernel, dtype))
+        approximate = _gelu_kind(intermediate.activation)
+        if approximate is None:
+            h = intermediate.activation(_add_bias(h, tf.cast(intermediate.bias, dtype)))
+        else:
+            h = _bias_gelu(h, tf.cast(intermediate.bias, dtype), approximate)
+        out = self._feedforward_output_dense
+        y = _add_bias(tf.matmul(h, tf.cast(out.kernel, dtype)), tf.cast(out.bias, dtype))
+        y = self._dropout(self._feedforward_dropout, y, batch, seq, hidden, training)
+        x = self._layer_norm(self._feedforward_layer_norm, x, y)
+        return tf.reshape(x, [batch, seq, hidden])
+
+    def _dropout(self, layer, y, batch, seq, hidden, training):
+        if not self.dropout:
+            return y
+        # on the 3-D shape keras-hub drops on, so that the same seeds drop the same units
+        return tf.reshape(layer(tf.reshape(y, [batch, seq, hidden]), training=training), [-1, hidden])
+
+    def _layer_norm(self, layer, x, y):
+        gamma, beta = tf.cast(layer.gamma, "float32"), tf.cast(layer.beta, "float32")
+        return _add_layer_norm(x, y, gamma, beta, layer.epsilon)
+
+
+def use_fast_encoder(backbone):
+    """Switches every keras-hub `TransformerEncoder` of `backbone` to `FastTransformerEncoder` (same variables)."""
+    for layer in backbone.layers:
+        if type(layer) is keras_hub.layers.TransformerEncoder:
+            layer.__class__ = FastTransformerEncoder

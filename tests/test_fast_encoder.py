@@ -1,0 +1,158 @@
+"""`FastTransformerEncoder` against keras-hub's own `TransformerEncoder.call`: same weights, same batch.
+
+Each test runs one encoder twice: first with its layers as keras-hub built them (keras-hub's call is the oracle),
+then switched to the fast call with `use_fast_encoder` (a class change: the same variables, the same dropout seed
+state restored), and compares outputs and every gradient.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_albert import PretrainingModel
+from keras_albert.models import AlbertEncoder, BertEncoder, PRESETS
+from keras_albert.models.fast_layers import FastTransformerEncoder, use_fast_encoder
+from keras_albert.models.presets import preset_config
+
+BATCH, SEQ = 3, 24
+
+
+def _encoder(preset, dtype, dropout=None):
+    keras.utils.set_random_seed(0)
+    config = preset_config(preset, max_sequence_length=32)
+    if dropout is not None:
+        config["dropout"] = dropout
+    cls = {"albert": AlbertEncoder, "bert": BertEncoder}[config.pop("model_type")]
+    return cls(**config, fast_encoder=False, dtype=dtype)
+
+
+def _batch(preset, padding):
+    rng = np.random.default_rng(1)
+    mask = np.ones((BATCH, SEQ), "int32")
+    if padding:
+        for row, length in enumerate((SEQ, 17, 5)):
+            mask[row, length:] = 0
+    return {
+        "token_ids": rng.integers(5, PRESETS[preset]["vocabulary_size"], (BATCH, SEQ)).astype("int32") * mask,
+        "segment_ids": (np.arange(SEQ) >= SEQ // 2).astype("int32")[None].repeat(BATCH, 0) * mask,
+        "padding_mask": mask,
+    }
+
+
+def _outputs_and_gradients(encoder, batch, training):
+    seeds = [v for v in encoder.non_trainable_variables if "seed_generator" in v.path]
+    state = [v.numpy() for v in seeds]
+    weights = tf.random.stateless_normal((BATCH, SEQ, encoder.hidden_dim), seed=(2, 3))
+    with tf.GradientTape() as tape:
+        outputs = encoder(batch, training=training)
+        loss = tf.reduce_sum(tf.cast(outputs["sequence_output"], "float32") * weights)
+        loss += tf.reduce_sum(tf.cast(outputs["pooled_output"], "float32"))
+    gradients = tape.gradient(loss, encoder.trainable_variables)
+    for variable, value in zip(seeds, state):
+        variable.assign(value)  # the second run draws the same dropout masks
+    return {k: tf.cast(v, "float32").numpy() for k, v in outputs.items()}, [tf.convert_to_tensor(g).numpy() for g in gradients]
+
+
+def _relative_error(actual, expected):
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def _gradient_errors(variables, gradients, expected_gradients):
+    """Largest difference of each variable's gradient, relative to the largest entry of the expected one."""
+    scale = {v.path: np.abs(g).max() for v, g in zip(variables, expected_gradients)}
+    errors = {}
+    for variable, actual, expected in zip(variables, gradients, expected_gradients):
+        path = variable.path
+        if path.endswith("key/bias"):
+            # zero in exact arithmetic (softmax ignores a shift shared by all keys): both are round-off, measured
+            # against the query bias's gradient
+            denominator = scale[path.replace("key/bias", "query/bias")]
+        else:
+            assert scale[path] > 0, path
+            denominator = scale[path]
+        errors[path] = float(np.abs(actual - expected).max() / denominator)
+    return errors
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_fast_call_matches_keras_hub_in_float32(preset, padding, training):
+    encoder = _encoder(preset, "float32")
+    layers = [layer for layer in encoder.layers if isinstance(layer, keras_hub.layers.TransformerEncoder)]
+    assert layers and all(type(layer) is keras_hub.layers.TransformerEncoder for layer in layers)
+    batch = _batch(preset, padding)
+    expected_outputs, expected_gradients = _outputs_and_gradients(encoder, batch, training)
+
+    names = [v.path for v in encoder.variables]
+    use_fast_encoder(encoder)
+    assert all(type(layer) is FastTransformerEncoder for layer in layers)
+    assert [v.path for v in encoder.variables] == names
+    outputs, gradients = _outputs_and_gradients(encoder, batch, training)
+
+    if training and PRESETS[preset]["dropout"]:  # the comparison is only meaningful if dropout dropped something
+        eval_outputs, _ = _outputs_and_gradients(encoder, batch, False)
+        assert _relative_error(eval_outputs["sequence_output"], outputs["sequence_output"]) > 1e-2
+    rows = batch["padding_mask"].astype(bool)  # padded positions' outputs are not defined to round-off
+    assert _relative_error(outputs["sequence_output"][rows], expected_outputs["sequence_output"][rows]) < 1e-5
+    assert _relative_error(outputs["pooled_output"], expected_outputs["pooled_output"]) < 1e-5
+    errors = _gradient_errors(encoder.trainable_variables, gradients, expected_gradients)
+    assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+@pytest.mark.parametrize("padding", [False, True])
+def test_fast_call_in_mixed_bfloat16_is_as_close_to_float32_as_keras_hub(preset, padding):
+    """bfloat16 round-off differs between any two orders of computation; the oracle is float32 (the same weights):
+    the fast call in mixed_bfloat16 must be about as close to it as keras-hub's call in mixed_bfloat16 is."""
+    encoder = _encoder(preset, "mixed_bfloat16", dropout=0.0)
+    reference = _encoder(preset, "float32", dropout=0.0)
+    reference.set_weights(encoder.get_weights())
+    batch = _batch(preset, padding)
+    rows = batch["padding_mask"].astype(bool)
+    exact_outputs, exact_gradients = _outputs_and_gradients(reference, batch, False)
+    hub_outputs, hub_gradients = _outputs_and_gradients(encoder, batch, False)
+    use_fast_encoder(encoder)
+    fast_outputs, fast_gradients = _outputs_and_gradients(encoder, batch, False)
+
+    def output_error(outputs):
+        return _relative_error(outputs["sequence_output"][rows], exact_outputs["sequence_output"][rows])
+
+    hub_error = output_error(hub_outputs)
+    assert 0 < hub_error < 0.1  # bfloat16 is in use, and close
+    assert output_error(fast_outputs) < 1.5 * hub_error
+    hub_errors = _gradient_errors(encoder.trainable_variables, hub_gradients, exact_gradients)
+    fast_errors = _gradient_errors(encoder.trainable_variables, fast_gradients, exact_gradients)
+    assert max(fast_errors.values()) < 1.5 * max(hub_errors.values()), (fast_errors, hub_errors)
+    assert np.median(list(fast_errors.values())) < 1.5 * np.median(list(hub_errors.values()))
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+def test_fast_call_under_xla_matches(preset):
+    """The fast call's inner XLA functions inside a step that is itself compiled with XLA."""
+    encoder = _encoder(preset, "float32", dropout=0.0)
+    batch = _batch(preset, padding=True)
+    expected = encoder(batch)["sequence_output"].numpy()
+    use_fast_encoder(encoder)
+    actual = tf.function(lambda b: encoder(b)["sequence_output"], jit_compile=True)(batch).numpy()
+    rows = batch["padding_mask"].astype(bool)
+    assert _relative_error(actual[rows], expected[rows]) < 1e-5
+
+
+def test_presets_use_the_fast_call_and_round_trip(tmp_path):
+    model = PretrainingModel.from_preset("albert_tiny", max_sequence_length=32)
+    assert model.backbone.fast_encoder
+    assert all(type(layer) is FastTransformerEncoder
+               for layer in model.backbone.layers if isinstance(layer, keras_hub.layers.TransformerEncoder))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.backbone.fast_encoder
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    slow = AlbertEncoder.from_config({**model.backbone.get_config(), "fast_encoder": False})
+    assert [v.path for v in slow.variables] == [v.path for v in model.backbone.variables]
+    assert all(type(layer) is keras_hub.layers.TransformerEncoder
+               for layer in slow.layers if isinstance(layer, keras_hub.layers.TransformerEncoder))
