@@ -15,7 +15,7 @@ def test_the_tensorflow_free_tables_name_the_presets():
 
     assert choices.PRESET_NAMES == tuple(PRESETS)
     assert choices.MODEL_TYPES == ("albert", "bert")
-    assert choices.MODEL_SIZES == ("tiny", "base", "large", "xlarge", "xxlarge")
+    assert choices.MODEL_SIZES == ("tiny", "small", "base", "large", "xlarge", "xxlarge")
     assert {PRESETS[name]["model_type"] for name in PRESETS} == set(choices.MODEL_TYPES)
     assert all(choices.preset_name(*name.split("_", 1)) in PRESETS for name in PRESETS)
 

@@ -11,7 +11,8 @@ by "who" (a title such as Mr./Miss/Lady, or a name seen beside "said" in that no
 mid-sentence capitalised name: places, houses, months). The answer is that name, at its true `answer_start`.
 Unanswerable questions (`is_impossible`) are answerable questions of a paragraph from another novel, attached to
 this one: their sentence is not in this context. Paragraphs are split between `train` and a held-apart `dev` set, so
-no dev context is seen in training.
+no dev context is seen in training. A training split may instead take every question the corpus gives
+(`build_splits(training_split=...)`): every name of every sentence, in paragraphs of 25-160 words.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from keras_albert.errors import UserInputError
 
 CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 MIN_WORDS, MAX_WORDS = 40, 110
+TRAINING_MIN_WORDS, TRAINING_MAX_WORDS = 25, 160  # a `training_split`'s paragraphs
 QUESTION_WORDS_EACH_SIDE = 12
 
 _TITLES = r"(?:Mr\.?|Mrs\.?|Dr\.?|Miss|Lady|Sir|Colonel|Captain|Admiral)"
@@ -68,8 +70,9 @@ def speaking_names(paragraphs):
     return {name for name, count in counts.items() if count >= 2 and name not in _NOT_NAMES}
 
 
-def questions_for_paragraph(context, people):
-    """Every (question, answer_text, answer_start) cloze question of a paragraph, one candidate per sentence."""
+def questions_for_paragraph(context, people, every_name=False):
+    """Every (question, answer_text, answer_start) cloze question of a paragraph: the first candidate name of each
+    sentence, or every one with `every_name`."""
     questions = []
     for sentence_start, sentence_end in sentence_spans(context):
         sentence = context[sentence_start:sentence_end].rstrip()
@@ -94,7 +97,8 @@ def questions_for_paragraph(context, people):
             question = " ".join(f"{left} {wh_word}{right}".split()).strip(" \"'_")
             question = question.rstrip(".,;:!?-\"'_ ") + "?"
             questions.append((question, answer, sentence_start + match.start()))
-            break
+            if not every_name:
+                break
     return questions
 
 
@@ -121,7 +125,7 @@ def usable_paragraph_count(corpus_dir=CORPUS_DIR):
     return sum(len(pool) for pool in _usable_paragraphs(corpus_dir, random.Random(0)))
 
 
-def _usable_paragraphs(corpus_dir, rng):
+def _usable_paragraphs(corpus_dir, rng, min_words=MIN_WORDS, max_words=MAX_WORDS, every_name=False):
     """Per novel (sorted by file name), its shuffled (novel, title, index, paragraph, questions) that have questions."""
     paths = sorted(
         os.path.join(corpus_dir, name) for name in os.listdir(corpus_dir) if name.endswith(".txt.gz")
@@ -136,8 +140,8 @@ def _usable_paragraphs(corpus_dir, rng):
         people = speaking_names(paragraphs)
         usable = []
         for index, paragraph in enumerate(paragraphs):
-            if MIN_WORDS <= len(paragraph.split()) <= MAX_WORDS:
-                questions = questions_for_paragraph(paragraph, people)
+            if min_words <= len(paragraph.split()) <= max_words:
+                questions = questions_for_paragraph(paragraph, people, every_name)
                 if questions:
                     usable.append((novel, title, index, paragraph, questions))
         rng.shuffle(usable)
@@ -146,7 +150,7 @@ def _usable_paragraphs(corpus_dir, rng):
 
 
 def build_splits(corpus_dir=CORPUS_DIR, seed=13, paragraphs=None, questions_per_paragraph=2,
-                 impossible_fraction=0.5):
+                 impossible_fraction=0.5, training_split=None):
     """SQuAD v2.0 dicts of disjoint paragraph splits: `paragraphs` maps each split's name to its paragraph count
     (None: the whole corpus, `{"train": -1}`; one count may be -1: every paragraph the others leave), in order.
 
@@ -154,32 +158,44 @@ def build_splits(corpus_dir=CORPUS_DIR, seed=13, paragraphs=None, questions_per_
     questions of its own paragraphs only, so no text of one split appears in another. `impossible_fraction` (a float,
     or a dict of one per split) is the share of paragraphs that get an unanswerable question. `build` is the two-split
     case.
+
+    `training_split`, the name of the last split, makes it as large as the corpus allows: its paragraphs are every
+    one of TRAINING_MIN_WORDS-TRAINING_MAX_WORDS words that the other splits leave, each with a question for every
+    name of every sentence (`questions_per_paragraph` does not cap them). The other splits are the same with or
+    without it.
     """
     paragraphs = dict(paragraphs or {"train": -1})
+    if training_split is not None and training_split != list(paragraphs)[-1]:
+        raise UserInputError(f"training_split {training_split!r} must be the last of the splits {list(paragraphs)}")
     fractions = impossible_fraction if isinstance(impossible_fraction, dict) else dict.fromkeys(paragraphs,
                                                                                                 impossible_fraction)
     rng = random.Random(seed)
     pools = _usable_paragraphs(corpus_dir, rng)
     # round-robin over the novels so every novel is represented in every split
     chosen = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
-    rest = [split for split, count in paragraphs.items() if count == -1]
-    if len(rest) > 1 or any(count < -1 for count in paragraphs.values()):
+    if any(count < -1 for count in paragraphs.values()) or list(paragraphs.values()).count(-1) > 1:
         raise UserInputError(f"paragraph counts must be >= 0, with at most one -1 (the rest); got {paragraphs}")
-    fixed = sum(count for count in paragraphs.values() if count != -1)
+    cut = {split: count for split, count in paragraphs.items() if split != training_split}
+    rest = [split for split, count in cut.items() if count == -1]
+    fixed = sum(count for count in cut.values() if count != -1)
     if len(chosen) < fixed + (1 if rest else 0):
         raise UserInputError(f"the corpus has only {len(chosen)} usable paragraphs, {fixed} requested")
     if rest:
-        paragraphs[rest[0]] = len(chosen) - fixed
+        cut[rest[0]] = len(chosen) - fixed
     splits, start = {}, 0
-    for split, count in paragraphs.items():
+    for split, count in cut.items():
         splits[split] = chosen[start : start + count]
         start += count
+    if training_split is not None:
+        taken = {item[3] for split in splits.values() for item in split}
+        splits[training_split] = _every_question_paragraphs(corpus_dir, seed, taken, paragraphs[training_split])
 
     results = {}
     for split, paragraphs in splits.items():
         answerable = []
         for novel, title, index, context, questions in paragraphs:
-            picked = rng.sample(questions, min(questions_per_paragraph, len(questions)))
+            wanted = len(questions) if split == training_split else min(questions_per_paragraph, len(questions))
+            picked = rng.sample(questions, wanted)
             picked.sort(key=lambda question: question[2])
             qas = [
                 {
@@ -210,6 +226,18 @@ def build_splits(corpus_dir=CORPUS_DIR, seed=13, paragraphs=None, questions_per_
         results[split] = _squad_json(items)
         read_squad(results[split], version="2.0")  # every answer really is at its answer_start
     return results
+
+
+def _every_question_paragraphs(corpus_dir, seed, taken, count):
+    """`count` (-1: all) paragraphs of TRAINING_MIN_WORDS-TRAINING_MAX_WORDS words not in `taken`, round-robin over
+    the novels, each with a question for every name of every sentence."""
+    pools = _usable_paragraphs(corpus_dir, random.Random(seed + 1), TRAINING_MIN_WORDS, TRAINING_MAX_WORDS,
+                               every_name=True)
+    chosen = [pool[i] for i in range(max(map(len, pools))) for pool in pools
+              if i < len(pool) and pool[i][3] not in taken]
+    if count > len(chosen):
+        raise UserInputError(f"the corpus has only {len(chosen)} training paragraphs, {count} requested")
+    return chosen if count == -1 else chosen[:count]
 
 
 def contexts(dataset):

@@ -8,11 +8,13 @@ this list and `PRESETS` name the same presets in the same order.
 
 PRESET_NAMES = (
     "albert_tiny",
+    "albert_small",
     "albert_base",
     "albert_large",
     "albert_xlarge",
     "albert_xxlarge",
     "bert_tiny",
+    "bert_small",
     "bert_base",
     "bert_large",
 )
