@@ -156,3 +156,13 @@ def test_presets_use_the_fast_call_and_round_trip(tmp_path):
     assert [v.path for v in slow.variables] == [v.path for v in model.backbone.variables]
     assert all(type(layer) is keras_hub.layers.TransformerEncoder
                for layer in slow.layers if isinstance(layer, keras_hub.layers.TransformerEncoder))
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="the CPU-only default")
+def test_jit_compile_auto_is_off_without_a_gpu():
+    from keras_albert.training.runs import resolve_jit_compile
+
+    strategy = tf.distribute.get_strategy()
+    assert resolve_jit_compile("auto", strategy) is False
+    assert resolve_jit_compile("true", strategy) is True
+    assert resolve_jit_compile("false", strategy) is False

@@ -107,6 +107,30 @@ def gelu_approximate(x):
     return keras.activations.gelu(x, approximate=True)
 
 
+@tf.function(jit_compile=True)
+def _scaled_masked_softmax_forward(logits, bias, scale):
+    # in float32, as Keras' dot_product_attention computes it
+    probs = tf.nn.softmax(tf.cast(logits, "float32") * scale + bias)
+    return tf.cast(probs, logits.dtype), probs
+
+
+@tf.function(jit_compile=True)
+def _scaled_masked_softmax_backward(probs, dprobs, scale, dtype):
+    dprobs = tf.cast(dprobs, "float32")
+    return tf.cast(probs * (dprobs - tf.reduce_sum(dprobs * probs, -1, keepdims=True)) * scale, dtype)
+
+
+def _scaled_masked_softmax(logits, bias, scale):
+    """`softmax(logits * scale + bias)` over the last axis; `bias` (float32) is not differentiated."""
+
+    @tf.custom_gradient
+    def forward(logits):
+        probs, probs32 = _scaled_masked_softmax_forward(logits, bias, scale)
+        return probs, lambda dprobs: _scaled_masked_softmax_backward(probs32, dprobs, scale, logits.dtype)
+
+    return forward(logits)
+
+
 def _add_bias(x, bias):
     """`x + bias`: `bias_add` in float32, which oneDNN fuses into the matmul before it; a plain add in 16 bits, whose
     gradient sums in float32 (`BiasAddGrad` accumulates bfloat16 in bfloat16, visibly less accurately)."""
@@ -157,12 +181,11 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
         qkv = tf.transpose(tf.reshape(qkv, [batch, seq, 3, heads, head_dim]), [2, 0, 3, 1, 4])
         query, key, value = tf.unstack(qkv)  # each [batch, heads, seq, head_dim]
 
-        logits = tf.matmul(query * tf.cast(attention._inverse_sqrt_key_dim, dtype), key, transpose_b=True)
-        logits = tf.cast(logits, "float32")  # softmax in float32, as Keras' dot_product_attention does
-        if padding_mask is not None:
-            keep = tf.cast(tf.reshape(padding_mask, [batch, 1, 1, seq]), "float32")
-            logits = logits + (1.0 - keep) * _MASKED
-        probs = tf.cast(tf.nn.softmax(logits), dtype)
+        if padding_mask is None:
+            padding_mask = tf.ones([batch, seq], "float32")
+        bias = (1.0 - tf.cast(tf.reshape(padding_mask, [batch, 1, 1, seq]), "float32")) * _MASKED
+        logits = tf.matmul(query, key, transpose_b=True)
+        probs = _scaled_masked_softmax(logits, bias, float(attention._inverse_sqrt_key_dim))
         probs = attention._dropout_layer(probs, training=training)
         context = tf.matmul(probs, value)  # [batch, heads, seq, head_dim]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, heads * head_dim])

@@ -290,11 +290,18 @@ def build_optimizer(
 
 
 def resolve_jit_compile(setting, strategy):
-    """The `--jit_compile` setting ("auto", "true", "false") as a bool: auto is on wherever XLA can compile the step
-    under `strategy` (not under CPU collective strategies: XLA has no CPU collective ops)."""
+    """The `--jit_compile` setting ("auto", "true", "false") as a bool.
+
+    auto is on where there is a GPU and XLA can compile the step under `strategy` (not under CPU collective
+    strategies: XLA has no CPU collective ops), and off on hosts without a GPU: there the matmuls run faster in
+    oneDNN than in an XLA-compiled step, and `FastTransformerEncoder` already compiles its element-wise blocks with
+    XLA (issue 12, measured with benchmarks/train_throughput.py's albert_base setup on a 2-core Xeon).
+    """
+    import tensorflow as tf
+
     from keras_albert import distribute
 
-    if setting == "false":
+    if setting == "false" or (setting == "auto" and not tf.config.list_physical_devices("GPU")):
         return False
     if setting == "true" and not distribute.jit_compile_supported(strategy):
         raise UserInputError(
