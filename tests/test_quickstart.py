@@ -11,6 +11,7 @@ import pytest
 
 from keras_albert import cli
 from keras_albert.data import make_corpus_squad
+from keras_albert.errors import UserInputError
 
 # The README's quickstart bounds (section "Quickstart"): held-apart F1 at least this far above the always-no-answer
 # baseline on the same questions, and HasAns F1 at least this. Measured: F1 32.1 vs 26.0 (+6.1), HasAns F1 43.1; the
@@ -25,24 +26,44 @@ def _questions(dataset):
 
 def test_splits_are_disjoint_and_use_the_whole_corpus():
     usable = make_corpus_squad.usable_paragraph_count()
+    fractions = {"dev": 0.5, "held_in": 0.5, "train": 1.0}
     splits = make_corpus_squad.build_splits(paragraphs={"dev": 300, "held_in": 200, "train": -1},
-                                            questions_per_paragraph=3,
-                                            impossible_fraction={"dev": 0.5, "held_in": 0.5, "train": 1.0})
+                                            questions_per_paragraph=3, impossible_fraction=fractions)
     contexts = {name: make_corpus_squad.contexts(split) for name, split in splits.items()}
     assert len(contexts["dev"]) == 300 and len(contexts["held_in"]) == 200
     assert len(contexts["train"]) == usable - 500 > 2000
     assert not contexts["dev"] & contexts["train"] and not contexts["held_in"] & contexts["train"]
     assert not contexts["dev"] & contexts["held_in"]
     train = _questions(splits["train"])
-    assert len(train) > 3000  # thousands of questions: every one a paragraph gives, up to 3
+    assert len(train) > 3000  # thousands of questions: one per sentence, up to 3 a paragraph
     assert sum(qa["is_impossible"] for qa in train) == len(contexts["train"])  # fraction 1.0: one each
     dev = _questions(splits["dev"])
     assert 0.15 < sum(qa["is_impossible"] for qa in dev) / len(dev) < 0.4
     # the dev split does not depend on the size of the training split that follows it
     smaller = make_corpus_squad.build_splits(paragraphs={"dev": 300, "held_in": 200, "train": 100},
-                                             questions_per_paragraph=3,
-                                             impossible_fraction={"dev": 0.5, "held_in": 0.5, "train": 1.0})
+                                             questions_per_paragraph=3, impossible_fraction=fractions)
     assert smaller["dev"] == splits["dev"]
+
+    # The quickstart's training split: every question of every paragraph of 25-160 words the others leave.
+    every = make_corpus_squad.build_splits(paragraphs={"dev": 300, "held_in": 200, "train": -1},
+                                           questions_per_paragraph=3, impossible_fraction=fractions,
+                                           training_split="train")
+    assert every["dev"] == splits["dev"] and every["held_in"] == splits["held_in"]
+    wide = make_corpus_squad.contexts(every["train"])
+    assert not wide & (contexts["dev"] | contexts["held_in"])
+    assert len(wide) > 1.4 * len(contexts["train"])  # longer and shorter paragraphs too
+    answerable = [qa for qa in _questions(every["train"]) if not qa["is_impossible"]]
+    assert len(answerable) > 2.5 * sum(not qa["is_impossible"] for qa in train)
+    # unanswerable questions are borrowed within the split: never a held-apart question
+    borrowed = {qa["question"] for qa in _questions(every["train"]) if qa["is_impossible"]}
+    held_apart = {qa["question"] for split in ("dev", "held_in") for qa in _questions(every[split])}
+    assert borrowed <= {qa["question"] for qa in answerable} and not borrowed & held_apart
+    first_100 = make_corpus_squad.build_splits(paragraphs={"dev": 300, "held_in": 200, "train": 100},
+                                               questions_per_paragraph=3, impossible_fraction=fractions,
+                                               training_split="train")
+    assert first_100["dev"] == splits["dev"] and len(make_corpus_squad.contexts(first_100["train"])) == 100
+    with pytest.raises(UserInputError, match="must be the last"):
+        make_corpus_squad.build_splits(paragraphs={"train": 10, "dev": 5}, training_split="train")
 
 
 def test_pretraining_text_leaves_the_held_apart_paragraphs_out(tmp_path):
@@ -64,6 +85,7 @@ def test_pretraining_text_leaves_the_held_apart_paragraphs_out(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--squad_max_seq_length", "256"], "--squad_max_seq_length (256) must be at most --max_seq_length (128)"),
     (["--dev_paragraphs", "3000"], "usable paragraphs"),
+    (["--train_paragraphs", "99999"], "--train_paragraphs 99999: the corpus has only"),
     (["--pretrain_steps", "0"], "--pretrain_steps must be at least 1"),
 ])
 def test_mistakes_are_one_line_errors(tmp_path, capsys, flags, message):

@@ -4,7 +4,8 @@ with a SQuAD v2.0 score on held-apart questions printed beside the score of answ
 Each step writes under `--output_dir`:
 
     questions/       SQuAD v2.0-style questions about the novels (`make_corpus_squad.build_splits`), split by
-                     paragraph: train, held_in (picks the no-answer threshold), dev (held apart: the result);
+                     paragraph: dev (held apart: the result), held_in (picks the no-answer threshold), train
+                     (the paragraphs the other two leave);
                      text/ holds the novels without the held_in and dev paragraphs, heldout/ those paragraphs
     tokenizer/       keras-albert train-tokenizer          (on text/: SentencePiece for ALBERT, WordPiece for BERT)
     data/            keras-albert create-pretraining-data  (masked LM + sentence order / next sentence, from text/)
@@ -28,7 +29,7 @@ from keras_albert import cli, io
 from keras_albert.data import make_corpus_squad
 from keras_albert.data.summary import SUMMARY_FILE, read_data_summary
 from keras_albert.errors import UserInputError
-from keras_albert.training.choices import MODEL_TYPES
+from keras_albert.training.choices import MODEL_SIZES, MODEL_TYPES
 from keras_albert.training.pretrain import LOG_FILE
 from keras_albert.training.pretrain import SUMMARY_FILE as RUN_SUMMARY_FILE
 
@@ -43,6 +44,8 @@ def add_arguments(parser):
     add("--output_dir", default="keras-albert-quickstart", help="Where every step writes its output.")
     add("--model_type", default="albert", choices=MODEL_TYPES,
         help="albert: SentencePiece + sentence-order prediction; bert: WordPiece + next sentence.")
+    add("--model_size", default="tiny", choices=MODEL_SIZES,
+        help="Preset size (keras_albert.models.presets): tiny is 0.22M parameters, 64 wide; small twice as wide.")
     add("--vocab_size", type=int, default=5000, help="Tokenizer vocabulary.")
     add("--max_seq_length", type=int, default=128, help="Pretraining sequence length.")
     add("--dupe_factor", type=int, default=2, help="Masked copies of the corpus.")
@@ -57,7 +60,10 @@ def add_arguments(parser):
     add("--dev_paragraphs", type=int, default=300, help="Held-apart paragraphs: their questions are the result.")
     add("--held_in_paragraphs", type=int, default=200,
         help="Paragraphs whose questions choose the no-answer threshold (not trained on either).")
-    add("--train_paragraphs", type=int, default=-1, help="Training paragraphs; -1: every other usable one.")
+    add("--train_paragraphs", type=int, default=-1, help="Training paragraphs; -1: every one the others leave.")
+    add("--train_questions", default="per_sentence", choices=("per_sentence", "all"),
+        help="per_sentence: as dev and held_in (40-110-word paragraphs, one question per sentence, up to 3 a "
+        "paragraph); all: every name of every sentence of every 25-160-word paragraph (2.5x the questions).")
     add("--train_impossible_fraction", type=float, default=0.5,
         help="Share of training paragraphs given an unanswerable question (held-in and dev: 0.5).")
     add("--workers", type=int, default=None, help="Processes for create-pretraining-data. Default: all cores.")
@@ -101,14 +107,19 @@ def _questions(paths, args):
     print(f"== {title}", flush=True)
     usable = make_corpus_squad.usable_paragraph_count()
     counts = {"dev": args.dev_paragraphs, "held_in": args.held_in_paragraphs, "train": args.train_paragraphs}
-    wanted = args.dev_paragraphs + args.held_in_paragraphs + max(1, args.train_paragraphs)
-    if wanted > usable:
-        raise UserInputError(f"the corpus has {usable} usable paragraphs; --dev_paragraphs, --held_in_paragraphs "
-                             f"and --train_paragraphs ask for {wanted}")
-    splits = make_corpus_squad.build_splits(
-        paragraphs=counts, questions_per_paragraph=3,  # every question a paragraph gives (one per sentence, up to 3)
-        impossible_fraction={"dev": 0.5, "held_in": 0.5, "train": args.train_impossible_fraction},
-    )
+    wanted = args.dev_paragraphs + args.held_in_paragraphs
+    if wanted >= usable:
+        raise UserInputError(f"the corpus has {usable} usable paragraphs for --dev_paragraphs and "
+                             f"--held_in_paragraphs, which ask for {wanted}")
+    try:
+        splits = make_corpus_squad.build_splits(
+            paragraphs=counts,
+            questions_per_paragraph=3,  # one question per sentence, up to 3 a paragraph
+            impossible_fraction={"dev": 0.5, "held_in": 0.5, "train": args.train_impossible_fraction},
+            training_split="train" if args.train_questions == "all" else None,
+        )
+    except UserInputError as error:
+        raise UserInputError(f"--train_paragraphs {args.train_paragraphs}: {error}") from None
     apart = make_corpus_squad.contexts(splits["dev"]) | make_corpus_squad.contexts(splits["held_in"])
     make_corpus_squad.write_text_without(make_corpus_squad.CORPUS_DIR, apart, os.path.join(directory, "text"))
     heldout = os.path.join(directory, "heldout", "heldout.txt")
@@ -136,7 +147,7 @@ def _write(path, paragraphs):
 def _pretrain(paths, args, argv):
     """Step 3 through the pretrain command's own flags and run, with a validation callback on held-apart records."""
     final_model = os.path.join(paths["pretrain"], "model.keras")
-    title = f"3/4 pretrain {args.model_type}_tiny"
+    title = f"3/4 pretrain {args.model_type}_{args.model_size}"
     if os.path.exists(final_model):
         print(f"== {title}: already done ({final_model})", flush=True)
         return 0.0, 0
@@ -186,7 +197,7 @@ def _squad(paths, args, final_model):
     questions = paths["questions"]
     settings = SquadRunSettings(
         task_name="squadv2", load_from="checkpoint", checkpoint_path=final_model, model_type=args.model_type,
-        model_size="tiny", tokenizer=paths["tokenizer"], train_file=os.path.join(questions, "train.json"),
+        model_size=args.model_size, tokenizer=paths["tokenizer"], train_file=os.path.join(questions, "train.json"),
         predict_file=os.path.join(questions, "held_in.json"), output_dir=paths["squad"],
         max_seq_length=args.squad_max_seq_length,
         # Questions take at most half the window (64 tokens of the default 128): a short window keeps its context.
@@ -272,7 +283,7 @@ def run(args):
     steps = args.pretrain_steps
     timings["pretrain"], status = _pretrain(paths, args, [
         "pretrain", "--train_files", os.path.join(paths["data"], "*.tfrecord"), "--output_dir", paths["pretrain"],
-        "--tokenizer", paths["tokenizer"], "--model_type", args.model_type, "--model_size", "tiny",
+        "--tokenizer", paths["tokenizer"], "--model_type", args.model_type, "--model_size", args.model_size,
         "--max_seq_length", str(args.max_seq_length), "--per_gpu_batch_size", str(args.batch_size),
         "--total_steps", str(steps), "--warmup_steps", str(max(1, steps // 10)),
         "--learning_rate", str(args.learning_rate), "--log_frequency", str(_log_frequency(args)),
@@ -280,12 +291,12 @@ def run(args):
     if status:
         return status
     timings["squad"] = _squad(paths, args, final_model)
-    curves = _plot(out, paths)
+    curves = _plot(out, paths, args)
     _print_summary(out, paths, timings, curves, time.perf_counter() - started)
     return 0
 
 
-def _plot(out, paths):
+def _plot(out, paths, args):
     from keras_albert.training.curves import plot_learning_curves, read_jsonl, read_train_log
 
     result = _read_json(os.path.join(paths["squad"], RESULT_FILE))
@@ -299,7 +310,7 @@ def _plot(out, paths):
         read_train_log(os.path.join(paths["pretrain"], LOG_FILE)),
         read_jsonl(os.path.join(paths["pretrain"], "validation.jsonl")),
         squad_curve, squad_result,
-        title="keras-albert quickstart: albert_tiny on Jane Austen",
+        title=f"keras-albert quickstart: {args.model_type}_{args.model_size} on Jane Austen",
     )
 
 
