@@ -159,10 +159,13 @@ def test_presets_use_the_fast_call_and_round_trip(tmp_path):
 
 
 @pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="the CPU-only default")
-def test_jit_compile_auto_is_off_without_a_gpu():
-    from keras_albert.training.runs import resolve_jit_compile
+def test_jit_compile_auto_is_off_without_a_gpu_in_float32_only():
+    from keras_albert.training.runs import precision_policy, resolve_jit_compile
 
     strategy = tf.distribute.get_strategy()
     assert resolve_jit_compile("auto", strategy) is False
     assert resolve_jit_compile("true", strategy) is True
     assert resolve_jit_compile("false", strategy) is False
+    with precision_policy("bf16"):  # bfloat16 steps are faster with XLA on a CPU too
+        assert resolve_jit_compile("auto", strategy) is True
+        assert resolve_jit_compile("false", strategy) is False

@@ -143,8 +143,8 @@ def add_arguments(parser):
                      "weights stay float32. auto: bf16 where it is faster (GPUs of compute capability 8.0+, CPUs "
                      "with AMX, AVX-512 BF16 CPUs where a bfloat16 matmul measures faster), else none.")
     run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
-                     help="XLA for the whole step. auto: on with GPUs (not under CPU collective strategies, "
-                     "where XLA cannot compile); off on hosts without a GPU, where the step runs faster without it.")
+                     help="XLA for the whole step. auto: on (not under CPU collective strategies, where XLA cannot "
+                     "compile), except for float32 without a GPU, where the step is as fast without it.")
     run.add_argument("--distribution", default="auto",
                      help="auto, none, mirrored (all local GPUs), multi_worker (TF_CONFIG / SageMaker hosts) or "
                      "horovod (under horovodrun, where Horovod can be installed).")

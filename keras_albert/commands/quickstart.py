@@ -10,7 +10,7 @@ Each step writes under `--output_dir`:
     tokenizer/       keras-albert train-tokenizer          (on text/: SentencePiece for ALBERT, WordPiece for BERT)
     data/            keras-albert create-pretraining-data  (masked LM + sentence order / next sentence, from text/)
     data_heldout/    the same from heldout/ (validation records, never trained on)
-    pretrain/        keras-albert pretrain                 (a tiny model, LAMB; + validation.jsonl)
+    pretrain/        keras-albert pretrain                 (a small model, LAMB; + validation.jsonl)
     squad/           finetune on train and predict held_in (`run_squad`: the model, its Hugging Face export, the
                      held-in predictions and scores), choose the null-score threshold that maximises held-in F1
                      (the official sweep), score dev with it (`predict_squad`: squad/dev/), quickstart.json
@@ -44,15 +44,15 @@ def add_arguments(parser):
     add("--output_dir", default="keras-albert-quickstart", help="Where every step writes its output.")
     add("--model_type", default="albert", choices=MODEL_TYPES,
         help="albert: SentencePiece + sentence-order prediction; bert: WordPiece + next sentence.")
-    add("--model_size", default="tiny", choices=MODEL_SIZES,
-        help="Preset size (keras_albert.models.presets): tiny is 0.22M parameters, 64 wide; small twice as wide.")
+    add("--model_size", default="small", choices=MODEL_SIZES,
+        help="Preset size (keras_albert.models.presets): small is 0.55M parameters, 128 wide; tiny half as wide.")
     add("--vocab_size", type=int, default=5000, help="Tokenizer vocabulary.")
     add("--max_seq_length", type=int, default=128, help="Pretraining sequence length.")
     add("--dupe_factor", type=int, default=2, help="Masked copies of the corpus.")
-    add("--pretrain_steps", type=int, default=1000, help="Pretraining updates.")
+    add("--pretrain_steps", type=int, default=300, help="Pretraining updates.")
     add("--batch_size", type=int, default=32, help="Pretraining sequences per update.")
     add("--learning_rate", type=float, default=5e-3, help="Peak LAMB learning rate.")
-    add("--squad_steps", type=int, default=1500, help="SQuAD finetuning updates.")
+    add("--squad_steps", type=int, default=3000, help="SQuAD finetuning updates.")
     add("--squad_learning_rate", type=float, default=5e-4, help="Peak AdamW learning rate of the SQuAD finetuning.")
     add("--squad_batch_size", type=int, default=32, help="SQuAD finetuning rows per update.")
     add("--squad_max_seq_length", type=int, default=128,
@@ -61,7 +61,7 @@ def add_arguments(parser):
     add("--held_in_paragraphs", type=int, default=200,
         help="Paragraphs whose questions choose the no-answer threshold (not trained on either).")
     add("--train_paragraphs", type=int, default=-1, help="Training paragraphs; -1: every one the others leave.")
-    add("--train_questions", default="per_sentence", choices=("per_sentence", "all"),
+    add("--train_questions", default="all", choices=("per_sentence", "all"),
         help="per_sentence: as dev and held_in (40-110-word paragraphs, one question per sentence, up to 3 a "
         "paragraph); all: every name of every sentence of every 25-160-word paragraph (2.5x the questions).")
     add("--train_impossible_fraction", type=float, default=0.5,

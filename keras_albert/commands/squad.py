@@ -66,8 +66,8 @@ def add_arguments(parser):
     add("--seed", type=int, default=42, help="Random seed (initialisation, dropout, shuffling).")
     run = parser.add_argument_group("long runs (rerunning with the same --output_dir resumes)")
     run.add_argument("--jit_compile", default="auto", choices=JIT_COMPILE,
-                     help="XLA for the whole step. auto: on with GPUs (not under CPU collective strategies, "
-                     "where XLA cannot compile); off on hosts without a GPU, where the step runs faster without it.")
+                     help="XLA for the whole step. auto: on (not under CPU collective strategies, where XLA cannot "
+                     "compile), except for float32 without a GPU, where the step is as fast without it.")
     run.add_argument("--checkpoint_frequency", type=int, default=1000,
                      help="Steps between checkpoints in output_dir/checkpoints (one is also saved at the end and when "
                      "SIGTERM/SIGINT stops the run).")

@@ -94,8 +94,8 @@ class SquadRunSettings(SquadSettings):
             same directory resumes from its latest checkpoint.
         distribution: tf.distribute strategy (see `keras_albert.distribute.get_strategy`).
         mixed_precision: `"none"`, `"bf16"` or `"fp16"`.
-        jit_compile: `"auto"`, `"true"` or `"false"`: XLA for the train step (auto: with GPUs, where the strategy
-            allows; off without a GPU).
+        jit_compile: `"auto"`, `"true"` or `"false"`: XLA for the train step (auto: where the strategy allows,
+            except for float32 without a GPU).
         checkpoint_frequency: int. Optimizer steps between checkpoints (one is also saved at the end of training
             and when a signal stops it).
         keep_checkpoints: int. Checkpoints kept in `output_dir/checkpoints`.
