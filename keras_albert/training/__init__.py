@@ -2,8 +2,9 @@
 
 - `pretrain.py`: `pretrain(settings, model=None, dataset=None)`, the pretraining run, top to bottom;
   `pretrain_settings.py`: `PretrainSettings` and `resolve_settings` (checked and completed from the data).
-- `squad.py`: `finetune_squad`, `run_squad`; `squad_predict.py`: `predict_squad`; `squad_settings.py`:
-  `SquadSettings`, `SquadRunSettings`; `squad_callback.py`: `PeriodicSquad` (SQuAD during pretraining).
+- `squad.py`: `finetune_squad`, `run_squad`; `squad_dataset.py`: `training_dataset` (the training batches, resumable
+  at any step); `squad_predict.py`: `predict_squad`; `squad_settings.py`: `SquadSettings`, `SquadRunSettings`;
+  `squad_callback.py`: `PeriodicSquad` (SQuAD during pretraining).
 - `runs.py`: what both runs are built from (model, optimizer, precision, XLA); `choices.py`: the settings' choices;
   `validation.py`: the checks, whose messages spell a setting as its caller does (`--flag` or `field`).
 - `checkpoints.py`: exact resume and the final model; `callbacks.py`: throughput, logs, TensorBoard, checkpoints;

@@ -6,8 +6,9 @@ the `keras-albert squad` command does, from `SquadRunSettings`, and takes a mode
 Python as well. `PeriodicSquad` (periodic SQuAD during pretraining) calls the same two functions with the same
 `SquadSettings`.
 
-Why one module of about 500 lines: finetuning and the run around it (checkpoints, resume, signals, the export)
-share the run's private helpers; prediction lives in `squad_predict.py` and the settings in `squad_settings.py`.
+Finetuning and the run around it (checkpoints, resume, signals, the export) share the run's private helpers and
+stay here; the training input pipeline lives in `squad_dataset.py`, prediction in `squad_predict.py` and the settings
+in `squad_settings.py`.
 
 ```python
 from keras_albert.training.squad import SquadRunSettings, run_squad
@@ -22,7 +23,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import sys
 
 from keras_albert import io
@@ -39,6 +39,7 @@ from keras_albert.training.runs import (
     resolve_jit_compile,
     uses_float16,
 )
+from keras_albert.training.squad_dataset import training_dataset
 from keras_albert.training.squad_predict import SquadPredictions, predict_logits, predict_squad, strategy_workers
 from keras_albert.training.squad_settings import (
     TASK_NAMES,
@@ -66,61 +67,6 @@ __all__ = [
     "run_squad",
     "training_dataset",
 ]
-
-
-def _feature_order(num_features, seed, start, num_pipelines, pipeline_id):
-    """Indices of the training features in the order training reads them, from global position `start`: pass `e`
-    over the features is the permutation that `(seed, e)` draws (stateless), so position `start` is reached in
-    constant time (no pass is replayed). Input pipeline `i` of `n` reads positions `i, i + n, ...` of that stream,
-    so every pipeline has data however few the features."""
-    import tensorflow as tf
-
-    first_pass, offset = divmod(int(start), num_features)
-
-    def one_pass(index):
-        key = tf.stack([tf.constant(seed, tf.int64), index])
-        return tf.data.Dataset.from_tensor_slices(
-            tf.argsort(tf.random.stateless_uniform([num_features], seed=key), stable=True)
-        )
-
-    order = tf.data.Dataset.range(first_pass, 2**62).flat_map(one_pass).skip(offset)
-    return order.shard(num_pipelines, pipeline_id) if num_pipelines > 1 else order
-
-
-def training_dataset(features, batch_size, gradient_accumulation_steps=1, strategy=None, seed=None, initial_step=0):
-    """Shuffled, repeated SQuAD training batches for `strategy`: per replica, `batch_size * accumulation` rows,
-    positioned after `initial_step` optimizer steps (a resumed run reads what an uninterrupted one would have).
-
-    Under a strategy with several replicas (or Horovod ranks), each input pipeline reads its stride of one seeded
-    stream of passes over all the features (see `_feature_order`).
-    """
-    import tensorflow as tf
-
-    from keras_albert import distribute
-    from keras_albert.data.squad.features import features_to_arrays
-
-    strategy = strategy or tf.distribute.get_strategy()
-    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
-    arrays = {key: tf.constant(value) for key, value in features_to_arrays(features).items()}
-    per_replica = batch_size * gradient_accumulation_steps
-    horovod = distribute.horovod_module()
-    replicas = horovod.size() if horovod is not None else strategy.num_replicas_in_sync
-    start = int(initial_step) * per_replica * replicas
-
-    def pipeline(num_pipelines, pipeline_id):
-        order = _feature_order(len(features), seed, start, num_pipelines, pipeline_id)
-        batches = order.batch(per_replica, drop_remainder=True)
-        return batches.map(lambda rows: {key: tf.gather(value, rows) for key, value in arrays.items()}).prefetch(
-            tf.data.AUTOTUNE
-        )
-
-    if horovod is not None and horovod.size() > 1:
-        return pipeline(horovod.size(), horovod.rank())
-    if replicas == 1:
-        return pipeline(1, 0)
-    return strategy.distribute_datasets_from_function(
-        lambda context: pipeline(context.num_input_pipelines, context.input_pipeline_id)
-    )
 
 
 def total_steps_of(settings, num_features, num_replicas):
