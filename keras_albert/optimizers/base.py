@@ -70,6 +70,23 @@ def resolve_weight_decay(weight_decay, kwargs):
     return weight_decay
 
 
+def adam_direction(gradient, m, v, variable, step, beta_1, beta_2, epsilon, weight_decay, bias_correction=True):
+    """One Adam update of the moments and its direction, as pure tensors of the variable's dtype: `(new_m, new_v,
+    m_hat / (sqrt(v_hat) + epsilon) + weight_decay * variable)`, with no decay term when `weight_decay` is None
+    and `new_m`, `new_v` in place of `m_hat`, `v_hat` without bias correction. `AdamWithDecay.adam_update` and
+    LAMB's XLA-compiled step both compute it."""
+    new_m = beta_1 * m + (1.0 - beta_1) * gradient
+    new_v = beta_2 * v + (1.0 - beta_2) * ops.square(gradient)
+    m_hat, v_hat = new_m, new_v
+    if bias_correction:
+        m_hat = new_m / (1.0 - ops.power(beta_1, step))
+        v_hat = new_v / (1.0 - ops.power(beta_2, step))
+    update = m_hat / (ops.sqrt(v_hat) + epsilon)
+    if weight_decay is not None:
+        update = update + weight_decay * variable
+    return new_m, new_v, update
+
+
 class AdamWithDecay(keras.optimizers.Optimizer):
     """Adam moments plus a weight decay that is part of the update, skipped for variables whose full path matches
     `exclude_from_weight_decay`. Subclasses turn `adam_update(...)` into the change of the variable.
@@ -117,24 +134,16 @@ class AdamWithDecay(keras.optimizers.Optimizer):
         excluded variable; `m`, `v` in place of `m_hat`, `v_hat` without bias correction)."""
         index = self._get_variable_index(variable)
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient), dtype)
-        beta_1 = ops.cast(self.beta_1, dtype)
-        beta_2 = ops.cast(self.beta_2, dtype)
-
         m = self._momentums[index]
         v = self._velocities[index]
-        new_m = beta_1 * m + (1.0 - beta_1) * gradient
-        new_v = beta_2 * v + (1.0 - beta_2) * ops.square(gradient)
+        decay = ops.cast(self.weight_decay, dtype) if self._use_weight_decay_by_index[index] else None
+        new_m, new_v, update = adam_direction(
+            ops.cast(dense_gradient(gradient), dtype), m, v, variable, ops.cast(self.iterations + 1, dtype),
+            ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype), ops.cast(self.epsilon, dtype), decay,
+            bias_correction,
+        )
         self.assign(m, new_m)
         self.assign(v, new_v)
-
-        if bias_correction:
-            step = ops.cast(self.iterations + 1, dtype)
-            new_m = new_m / (1.0 - ops.power(beta_1, step))
-            new_v = new_v / (1.0 - ops.power(beta_2, step))
-        update = new_m / (ops.sqrt(new_v) + ops.cast(self.epsilon, dtype))
-        if self._use_weight_decay_by_index[index]:
-            update = update + ops.cast(self.weight_decay, dtype) * variable
         return update
 
     def get_config(self):

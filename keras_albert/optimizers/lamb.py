@@ -2,11 +2,11 @@
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from keras_albert.optimizers.base import (  # noqa: F401 (EXCLUDE_FROM_WEIGHT_DECAY is public here)
     EXCLUDE_FROM_WEIGHT_DECAY,
     AdamWithDecay,
+    adam_direction,
     as_list,
     check_patterns,
     dense_gradient,
@@ -18,11 +18,7 @@ from keras_albert.optimizers.base import (  # noqa: F401 (EXCLUDE_FROM_WEIGHT_DE
 def _lamb_step(gradient, m, v, variable, learning_rate, step, beta_1, beta_2, epsilon, weight_decay, adapt):
     """The new `m`, `v` and variable of one LAMB update, compiled with XLA into a few loops over the variable (on a
     CPU the unfused rule is a dozen passes over every parameter). `weight_decay` is 0 for excluded variables."""
-    new_m = beta_1 * m + (1.0 - beta_1) * gradient
-    new_v = beta_2 * v + (1.0 - beta_2) * tf.square(gradient)
-    m_hat = new_m / (1.0 - tf.pow(beta_1, step))
-    v_hat = new_v / (1.0 - tf.pow(beta_2, step))
-    update = m_hat / (tf.sqrt(v_hat) + epsilon) + weight_decay * variable
+    new_m, new_v, update = adam_direction(gradient, m, v, variable, step, beta_1, beta_2, epsilon, weight_decay)
     if adapt:
         weight_norm = tf.sqrt(tf.reduce_sum(tf.square(variable)))
         update_norm = tf.sqrt(tf.reduce_sum(tf.square(update)))
@@ -117,7 +113,10 @@ class LAMB(AdamWithDecay):
         decay = self.weight_decay if self._use_weight_decay_by_index[index] else 0.0
         tensors = [dense_gradient(gradient), m, v, variable, learning_rate, self.iterations + 1, self.beta_1,
                    self.beta_2, self.epsilon, decay]
-        new_m, new_v, new_variable = _lamb_step(
+        # Eagerly (an optimizer applied outside a compiled step) the plain function: calling the XLA one with
+        # each variable's shape in turn would retrace it for every variable, with TensorFlow's warning.
+        step = _lamb_step.python_function if tf.executing_eagerly() else _lamb_step
+        new_m, new_v, new_variable = step(
             *[tf.cast(x, dtype) for x in tensors], self._use_layer_adaptation_by_index[index]
         )
         self.assign(m, new_m)
