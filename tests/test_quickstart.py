@@ -87,11 +87,28 @@ def test_pretraining_text_leaves_the_held_apart_paragraphs_out(tmp_path):
     (["--dev_paragraphs", "3000"], "usable paragraphs"),
     (["--train_paragraphs", "99999"], "--train_paragraphs 99999: the corpus has only"),
     (["--pretrain_steps", "0"], "--pretrain_steps must be at least 1"),
+    (["--max_answer_length", "0"], "--max_answer_length must be at least 1, or -1"),
 ])
 def test_mistakes_are_one_line_errors(tmp_path, capsys, flags, message):
     assert cli.main(["quickstart", "--output_dir", str(tmp_path / "q"), *flags]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1, error
+
+
+def test_the_answer_length_limit_is_the_longest_training_answer_in_tokens():
+    """`--max_answer_length -1`: the longest answer the training windows label, here checked against each gold
+    answer tokenized alone (WordPiece splits words the same alone as in a sentence)."""
+    from keras_albert.commands.quickstart import _longest_answer
+    from keras_albert.data import load_tokenizer, squad
+
+    splits = make_corpus_squad.build_splits(paragraphs={"train": 40}, questions_per_paragraph=3,
+                                            impossible_fraction=0.5)
+    examples = squad.read_squad(splits["train"])
+    tokenizer = load_tokenizer(os.path.join(os.path.dirname(__file__), "fixtures", "tokenizers", "bert"))
+    answers = [a["text"] for qa in _questions(splits["train"]) for a in qa["answers"]]
+    expected = max(len(tokenizer.tokenize(text)) for text in answers)
+    assert expected >= 3  # names of more than one token: the limit is not trivially 1
+    assert _longest_answer(examples, tokenizer, dict(max_seq_length=128, doc_stride=64, max_query_length=64)) == expected
 
 
 @pytest.mark.large

@@ -22,6 +22,7 @@ where it stopped (pretraining resumes from its latest checkpoint).
 """
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -55,6 +56,9 @@ def add_arguments(parser):
     add("--squad_steps", type=int, default=3000, help="SQuAD finetuning updates.")
     add("--squad_learning_rate", type=float, default=5e-4, help="Peak AdamW learning rate of the SQuAD finetuning.")
     add("--squad_batch_size", type=int, default=32, help="SQuAD finetuning rows per update.")
+    add("--max_answer_length", type=int, default=-1,
+        help="Longest answer predicted, in tokens; -1: the longest answer of the training questions (every answer "
+        "is a name of 1-3 words), so that no prediction runs on past a name into the sentence around it.")
     add("--squad_max_seq_length", type=int, default=128,
         help="SQuAD window length in tokens (at most --max_seq_length, the pretrained position table).")
     add("--dev_paragraphs", type=int, default=300, help="Held-apart paragraphs: their questions are the result.")
@@ -89,6 +93,9 @@ def _check(args):
             raise UserInputError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.train_paragraphs < 1 and args.train_paragraphs != -1:
         raise UserInputError(f"--train_paragraphs must be at least 1, or -1 (all), got {args.train_paragraphs}")
+    if args.max_answer_length < 1 and args.max_answer_length != -1:
+        raise UserInputError(f"--max_answer_length must be at least 1, or -1 (the longest training answer), got "
+                             f"{args.max_answer_length}")
     if not 0.0 <= args.train_impossible_fraction <= 1.0:
         raise UserInputError(f"--train_impossible_fraction must be within [0, 1], got {args.train_impossible_fraction}")
     if args.squad_max_seq_length > args.max_seq_length:
@@ -207,10 +214,17 @@ def _squad(paths, args, final_model):
         seed=args.seed, null_score_diff_threshold=float("inf"),  # answer everything; the threshold comes next
     )
     tokenizer = load_tokenizer(paths["tokenizer"])
+    max_answer_length = args.max_answer_length
+    if max_answer_length == -1:
+        max_answer_length = _longest_answer(squad.read_squad(settings.train_file), tokenizer, settings.window())
+        print(f"   answers predicted up to {max_answer_length} tokens, the longest training answer "
+              "(--max_answer_length)", flush=True)
+    settings = dataclasses.replace(settings, max_answer_length=max_answer_length)
     held_in = squad.read_squad(settings.predict_file)
     held_in_features = squad.convert_examples_to_features(held_in, tokenizer, is_training=False, **settings.window())
     curve = SquadValidation(held_in, held_in_features, squad.load_json(settings.predict_file),
-                            max(1, args.squad_steps // 10), os.path.join(paths["squad"], "curve.jsonl"))
+                            max(1, args.squad_steps // 10), os.path.join(paths["squad"], "curve.jsonl"),
+                            max_answer_length=max_answer_length)
     run = run_squad(settings, tokenizer=tokenizer, callbacks=[curve], verbose=0)
     held_in_scores = run["predictions"].scores
     # The official practice for a no-answer threshold: the one that maximises F1 on questions other than those
@@ -234,9 +248,18 @@ def _squad(paths, args, final_model):
         "null_score_diff_threshold": threshold,
         "held_in": {key: held_in_scores[key] for key in ("best_f1", "best_f1_thresh", "total")},
         "squad_steps": run["total_steps"],
+        "max_answer_length": max_answer_length,
     }
     io.write_json(result_file, result)
     return time.perf_counter() - start
+
+
+def _longest_answer(examples, tokenizer, window):
+    """The longest answer of `examples` in tokens, as the training windows label it (1 when none is answerable)."""
+    from keras_albert.data import squad
+
+    features = squad.convert_examples_to_features(examples, tokenizer, is_training=True, **window)
+    return max([f.end_position - f.start_position + 1 for f in features if f.start_position > 0] or [1])
 
 
 def run(args):

@@ -143,11 +143,13 @@ class SquadValidation(keras.callbacks.Callback):
         dataset: dict. Their SQuAD JSON, for the official scoring.
         frequency: int. Updates between records (and one at the end).
         path: str. The JSON-lines file.
+        max_answer_length: int. Longest answer, in tokens (as the predictions it tracks are extracted).
     """
 
-    def __init__(self, examples, features, dataset, frequency, path, batch_size=128):
+    def __init__(self, examples, features, dataset, frequency, path, batch_size=128, max_answer_length=30):
         super().__init__()
         self.examples, self.features, self.dataset = examples, features, dataset
+        self.max_answer_length = max_answer_length
         self.frequency, self.path, self.batch_size = frequency, path, batch_size
         self._loss_sum, self._loss_count, self._last = 0.0, 0, None
 
@@ -158,6 +160,7 @@ class SquadValidation(keras.callbacks.Callback):
         start, end = predict_logits(self.model, self.features, batch_size=self.batch_size, verbose=0)
         predictions, _, null_odds = squad.extract_answers(self.examples, self.features, start, end,
                                                           version_2_with_negative=True,
+                                                          max_answer_length=self.max_answer_length,
                                                           null_score_diff_threshold=float("inf"))
         # every question answered (`f1`), and the official sweep of no-answer thresholds (`best_f1`)
         scores = squad.evaluate(self.dataset, predictions, na_probs=null_odds, na_prob_thresh=float("inf"))
