@@ -169,3 +169,87 @@ def test_jit_compile_auto_is_off_without_a_gpu_in_float32_only():
     with precision_policy("bf16"):  # bfloat16 steps are faster with XLA on a CPU too
         assert resolve_jit_compile("auto", strategy) is True
         assert resolve_jit_compile("false", strategy) is False
+
+
+def _positions():
+    """Rows the pretraining heads read: [CLS] first, then masked positions (some repeated, some padding)."""
+    return np.array([[0, 1, 7, 7, 20, 23], [0, 2, 3, 16, 0, 0], [0, 4, 1, 2, 3, 0]], "int32")
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+def test_the_last_layer_at_some_rows_matches_the_whole_sequence_at_those_rows(preset):
+    """`encode_at` (the last layer's queries and feed-forward block at the given rows only) against keras-hub's own
+    backbone call gathered at the rows: outputs and the gradients of a loss that reads those rows."""
+    from keras_albert.models.backbones import encode_at
+
+    encoder = _encoder(preset, "float32", dropout=0.0)
+    batch = _batch(preset, padding=True)
+    positions = tf.constant(_positions())
+    weights = tf.random.stateless_normal((BATCH, positions.shape[1], encoder.hidden_dim), seed=(4, 5))
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            hidden = fn()
+            loss = tf.reduce_sum(hidden * weights)
+        gradients = tape.gradient(loss, encoder.trainable_variables)
+        return hidden.numpy(), [None if g is None else tf.convert_to_tensor(g).numpy() for g in gradients]
+
+    expected, expected_gradients = run(
+        lambda: tf.gather(encoder(batch)["sequence_output"], positions, batch_dims=1))
+    use_fast_encoder(encoder)
+    actual, gradients = run(lambda: encode_at(encoder, batch["token_ids"], batch["segment_ids"],
+                                              batch["padding_mask"], positions))
+    assert actual.shape == (BATCH, positions.shape[1], encoder.hidden_dim)
+    assert _relative_error(actual, expected) < 1e-5
+    variables = encoder.trainable_variables
+    used = [i for i, v in enumerate(variables) if "pooled_dense" not in v.path]  # the loss skips the pooler
+    assert all(gradients[i] is None and expected_gradients[i] is None for i in range(len(variables)) if i not in used)
+    errors = _gradient_errors([variables[i] for i in used], [gradients[i] for i in used],
+                              [expected_gradients[i] for i in used])
+    assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+def test_pretraining_model_computes_the_last_layer_at_the_heads_rows_only(preset, monkeypatch):
+    """`PretrainingModel.call` with the fast encoder: the same logits and gradients as the functional graph with
+    keras-hub's call (every row of the last layer), and its last layer called for [CLS] and the masked rows."""
+    keras.utils.set_random_seed(0)
+    fast = PretrainingModel.from_preset(preset, max_sequence_length=32, dropout=0.0)
+    config = fast.get_config()
+    backbone = fast.backbone
+    config["backbone"] = keras.layers.serialize(type(backbone).from_config({**backbone.get_config(),
+                                                                           "fast_encoder": False}))
+    slow = PretrainingModel.from_config(config)
+    slow.set_weights(fast.get_weights())
+    encoded = _batch(preset, padding=True)
+    positions = _positions()[:, 1:]
+    batch = {"input_ids": encoded["token_ids"], "segment_ids": encoded["segment_ids"],
+             "input_mask": encoded["padding_mask"], "masked_lm_positions": positions,
+             "masked_lm_ids": np.ones_like(positions), "masked_lm_weights": np.ones(positions.shape, "float32"),
+             "next_sentence_labels": np.zeros((BATCH, 1), "int32")}
+
+    rows_seen = []
+    original_call = FastTransformerEncoder.call
+
+    def spy(self, *args, query_positions=None, **kwargs):
+        rows_seen.append(None if query_positions is None else tuple(query_positions.shape))
+        return original_call(self, *args, query_positions=query_positions, **kwargs)
+
+    monkeypatch.setattr(FastTransformerEncoder, "call", spy)
+
+    def run(model):
+        with tf.GradientTape() as tape:
+            outputs = model(batch)
+            loss = tf.reduce_sum(outputs["mlm_logits"] * tf.random.stateless_normal(
+                outputs["mlm_logits"].shape, seed=(6, 7))) + tf.reduce_sum(outputs["sentence_order_logits"])
+        gradients = tape.gradient(loss, model.trainable_variables)
+        return outputs, [tf.convert_to_tensor(g).numpy() for g in gradients]
+
+    expected, expected_gradients = run(slow)
+    assert not rows_seen  # keras-hub's own call
+    actual, gradients = run(fast)
+    assert rows_seen[-1] == (BATCH, 1 + positions.shape[1]) and set(rows_seen[:-1]) == {None}
+    for name in ("mlm_logits", "sentence_order_logits"):
+        assert _relative_error(actual[name].numpy(), expected[name].numpy()) < 1e-5, name
+    errors = _gradient_errors(fast.trainable_variables, gradients, expected_gradients)
+    assert max(errors.values()) < 1e-5, errors

@@ -7,9 +7,10 @@ needs the right one, so these subclasses take `hidden_activation` and set it on 
 
 import keras
 import keras_hub
+import tensorflow as tf
 
 from keras_albert.errors import UserInputError
-from keras_albert.models.fast_layers import gelu_approximate, use_fast_encoder
+from keras_albert.models.fast_layers import FastTransformerEncoder, gelu_approximate, use_fast_encoder
 
 # Hugging Face `hidden_act` -> the Keras activation computing the same function.
 HF_ACTIVATIONS = {
@@ -51,6 +52,41 @@ def transformer_layers(backbone):
     if isinstance(backbone, keras_hub.models.AlbertBackbone):
         return [layer for group in backbone.transformer_layers for layer in group]
     return list(backbone.transformer_layers)
+
+
+def _layer_calls(backbone):
+    """The encoder layers in the order the backbone calls them (ALBERT calls its shared groups repeatedly)."""
+    if isinstance(backbone, keras_hub.models.AlbertBackbone):
+        calls_per_group = backbone.num_layers // backbone.num_groups
+        return [layer for group in backbone.transformer_layers for _ in range(calls_per_group) for layer in group]
+    return list(backbone.transformer_layers)
+
+
+def encode_at(backbone, token_ids, segment_ids, padding_mask, positions, training=None):
+    """The backbone's last hidden states at `positions` only ([batch, n] int): [batch, n, hidden], what
+    `backbone(...)["sequence_output"]` holds at those rows, with the last encoder layer's queries, attention output
+    and feed-forward block computed for those rows only (`FastTransformerEncoder`'s `query_positions`). The
+    pretraining heads read n = 1 + 20 of 128 rows, so this saves about 70% of the last layer, 5-6% of an update.
+
+    The backbone's own graph (keras-hub's `AlbertBackbone` / `BertBackbone` functional model) is followed layer by
+    layer; tests/test_fast_encoder.py checks the result against `backbone(...)` gathered at `positions`.
+    """
+    tokens = backbone.token_embedding(token_ids)
+    x = backbone.embeddings_add((tokens, backbone.position_embedding(tokens), backbone.segment_embedding(segment_ids)))
+    x = backbone.embeddings_dropout(backbone.embeddings_layer_norm(x), training=training)
+    if isinstance(backbone, keras_hub.models.AlbertBackbone):
+        x = backbone.embeddings_projection(x)
+    calls = _layer_calls(backbone)
+    for layer in calls[:-1]:
+        x = layer(x, padding_mask=padding_mask, training=training)
+    last = calls[-1]
+    if isinstance(last, FastTransformerEncoder):
+        # `call` itself: the layer is built, and Keras checks keyword arguments against the signature it cached
+        # when keras-hub built the layer, before `use_fast_encoder` changed its class
+        x = last.call(x, padding_mask=padding_mask, training=training, query_positions=positions)
+    else:
+        x = tf.gather(last(x, padding_mask=padding_mask, training=training), positions, batch_dims=1)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="keras_albert")

@@ -141,6 +141,17 @@ def _add_bias(x, bias):
     return tf.nn.bias_add(x, bias) if x.dtype == tf.float32 else x + bias
 
 
+def _projections(x, dense_layers, dtype, hidden, shape):
+    """The attention projections of `x` ([rows, hidden]) by `dense_layers` (keras-hub's `EinsumDense` query, key
+    and value layers, or some of them) as one matmul, their kernels concatenated inside the call; returns one
+    [batch, heads, seq, head_dim] tensor per layer, `shape` being [batch, seq, len(dense_layers), heads, head_dim]."""
+    width = shape[3] * shape[4]
+    kernel = tf.concat([tf.reshape(tf.cast(d.kernel, dtype), [hidden, width]) for d in dense_layers], 1)
+    bias = tf.concat([tf.reshape(tf.cast(d.bias, dtype), [-1]) for d in dense_layers], 0)
+    projected = _add_bias(tf.matmul(x, kernel), bias)
+    return tf.unstack(tf.transpose(tf.reshape(projected, shape), [2, 0, 3, 1, 4]))
+
+
 def _gelu_kind(activation):
     """True for the tanh-approximate GELU, False for the exact one, None for another activation."""
     if activation is gelu_approximate or activation is keras_hub.src.utils.keras_utils.gelu_approximate:
@@ -167,10 +178,17 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
     ```
     """
 
-    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
+    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False,
+             query_positions=None):
+        """keras-hub's call; `query_positions` ([batch, n] int) returns only those rows of the output, [batch, n,
+        hidden], computing the attention's queries, its output and the feed-forward block for those rows only (the
+        keys and values still cover every position)."""
         if self.normalize_first or attention_mask is not None or return_attention_scores:
-            return super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask,
-                                training=training, return_attention_scores=return_attention_scores)
+            outputs = super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask,
+                                   training=training, return_attention_scores=return_attention_scores)
+            if query_positions is None:
+                return outputs
+            return tf.gather(outputs, query_positions, batch_dims=1)
         attention = self._self_attention_layer
         dtype = self.compute_dtype
         batch, seq = tf.shape(inputs)[0], tf.shape(inputs)[1]
@@ -179,11 +197,15 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
 
         x = tf.reshape(inputs, [-1, hidden])
         kernels = [attention._query_dense, attention._key_dense, attention._value_dense]
-        qkv_kernel = tf.concat([tf.reshape(tf.cast(d.kernel, dtype), [hidden, heads * head_dim]) for d in kernels], 1)
-        qkv_bias = tf.concat([tf.reshape(tf.cast(d.bias, dtype), [-1]) for d in kernels], 0)
-        qkv = _add_bias(tf.matmul(x, qkv_kernel), qkv_bias)
-        qkv = tf.transpose(tf.reshape(qkv, [batch, seq, 3, heads, head_dim]), [2, 0, 3, 1, 4])
-        query, key, value = tf.unstack(qkv)  # each [batch, heads, seq, head_dim]
+        if query_positions is None:
+            rows = seq
+            query, key, value = _projections(x, kernels, dtype, hidden, [batch, seq, 3, heads, head_dim])
+        else:
+            rows = tf.shape(query_positions)[1]
+            x = tf.reshape(tf.gather(inputs, query_positions, batch_dims=1), [-1, hidden])
+            (query,) = _projections(x, kernels[:1], dtype, hidden, [batch, rows, 1, heads, head_dim])
+            key, value = _projections(tf.reshape(inputs, [-1, hidden]), kernels[1:], dtype, hidden,
+                                      [batch, seq, 2, heads, head_dim])
 
         if padding_mask is None:
             padding_mask = tf.ones([batch, seq], "float32")
@@ -191,12 +213,12 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
         logits = tf.matmul(query, key, transpose_b=True)
         probs = _scaled_masked_softmax(logits, bias, float(attention._inverse_sqrt_key_dim))
         probs = attention._dropout_layer(probs, training=training)
-        context = tf.matmul(probs, value)  # [batch, heads, seq, head_dim]
+        context = tf.matmul(probs, value)  # [batch, heads, rows, head_dim]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, heads * head_dim])
         output = attention._output_dense
         y = tf.matmul(context, tf.reshape(tf.cast(output.kernel, dtype), [heads * head_dim, hidden]))
         y = _add_bias(y, tf.cast(output.bias, dtype))
-        y = self._dropout(self._self_attention_dropout, y, batch, seq, hidden, training)
+        y = self._dropout(self._self_attention_dropout, y, batch, rows, hidden, training)
         x = self._layer_norm(self._self_attention_layer_norm, x, y)
 
         intermediate = self._feedforward_intermediate_dense
@@ -208,9 +230,9 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
             h = _bias_gelu(h, tf.cast(intermediate.bias, dtype), approximate)
         out = self._feedforward_output_dense
         y = _add_bias(tf.matmul(h, tf.cast(out.kernel, dtype)), tf.cast(out.bias, dtype))
-        y = self._dropout(self._feedforward_dropout, y, batch, seq, hidden, training)
+        y = self._dropout(self._feedforward_dropout, y, batch, rows, hidden, training)
         x = self._layer_norm(self._feedforward_layer_norm, x, y)
-        return tf.reshape(x, [batch, seq, hidden])
+        return tf.reshape(x, [batch, rows, hidden])
 
     def _dropout(self, layer, y, batch, seq, hidden, training):
         if not self.dropout:
