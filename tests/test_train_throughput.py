@@ -37,3 +37,11 @@ def test_auto_precision_follows_the_device(monkeypatch):
     monkeypatch.setattr(runs, "_cpu_flags", lambda: {"avx2"})
     assert runs.resolve_precision("auto") == "none"
     assert runs.resolve_precision("fp16") == "fp16"
+
+
+def test_the_systems_take_turns_setting_by_setting():
+    order = _benchmark().interleaved(["ours", "keras_hub", "torch"])
+    assert order[:3] == [("ours", "float32", "false"), ("keras_hub", "float32", "false"), ("torch", "float32", "-")]
+    assert len(order) == len(set(order)) == 10  # every setting of every system, once
+    assert [row for row in order if row[0] == "ours"] == [("ours", p, x) for p in ("float32", "bf16")
+                                                           for x in ("false", "true")]

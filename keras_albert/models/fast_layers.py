@@ -13,7 +13,12 @@ with fewer kernels:
   matmuls stay in oneDNN, which on a CPU is faster than an XLA-compiled step's. The padding mask is an additive
   [batch, 1, 1, key] bias instead of a boolean `where` over [batch, heads, query, key].
 
-Issue 12 measured it with `python benchmarks/train_throughput.py --models albert_base --seqs 128 --batch 8`.
+`call(..., query_positions=rows)` returns only those rows ([batch, n, hidden]) and computes the queries, the
+attention output and the feed-forward block for them alone: `PretrainingModel` calls its last layer so, its heads
+reading [CLS] and the masked positions (`backbones.encode_at`).
+
+Issue 12 measured it with `python benchmarks/train_throughput.py --models albert_base --seqs 128 --batch 8`, and
+`benchmarks/profile_train_step.py` shows where an update's time goes.
 
 `use_fast_encoder(backbone)` switches the encoder layers of a built keras-hub backbone to it (a class change, no new
 variables); `AlbertEncoder` and `BertEncoder` do so unless `fast_encoder=False`. Outputs and gradients equal the
