@@ -200,17 +200,16 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
         hidden = inputs.shape[-1]
         heads, head_dim = attention.num_heads, attention.key_dim
 
-        x = tf.reshape(inputs, [-1, hidden])
+        x = tf.reshape(inputs, [-1, hidden])  # every row; below, the rows the output has (the queries')
         kernels = [attention._query_dense, attention._key_dense, attention._value_dense]
         if query_positions is None:
             rows = seq
             query, key, value = _projections(x, kernels, dtype, hidden, [batch, seq, 3, heads, head_dim])
         else:
             rows = tf.shape(query_positions)[1]
+            key, value = _projections(x, kernels[1:], dtype, hidden, [batch, seq, 2, heads, head_dim])
             x = tf.reshape(tf.gather(inputs, query_positions, batch_dims=1), [-1, hidden])
             (query,) = _projections(x, kernels[:1], dtype, hidden, [batch, rows, 1, heads, head_dim])
-            key, value = _projections(tf.reshape(inputs, [-1, hidden]), kernels[1:], dtype, hidden,
-                                      [batch, seq, 2, heads, head_dim])
 
         if padding_mask is None:
             padding_mask = tf.ones([batch, seq], "float32")
