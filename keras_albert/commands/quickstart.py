@@ -214,9 +214,10 @@ def _squad(paths, args, final_model):
         seed=args.seed, null_score_diff_threshold=float("inf"),  # answer everything; the threshold comes next
     )
     tokenizer = load_tokenizer(paths["tokenizer"])
+    train = squad.read_squad(settings.train_file)
     max_answer_length = args.max_answer_length
     if max_answer_length == -1:
-        max_answer_length = _longest_answer(squad.read_squad(settings.train_file), tokenizer, settings.window())
+        max_answer_length = _longest_answer(train, tokenizer, settings.window())
         print(f"   answers predicted up to {max_answer_length} tokens, the longest training answer "
               "(--max_answer_length)", flush=True)
     settings = dataclasses.replace(settings, max_answer_length=max_answer_length)
@@ -225,7 +226,7 @@ def _squad(paths, args, final_model):
     curve = SquadValidation(held_in, held_in_features, squad.load_json(settings.predict_file),
                             max(1, args.squad_steps // 10), os.path.join(paths["squad"], "curve.jsonl"),
                             max_answer_length=max_answer_length)
-    run = run_squad(settings, tokenizer=tokenizer, callbacks=[curve], verbose=0)
+    run = run_squad(settings, tokenizer=tokenizer, train_examples=train, callbacks=[curve], verbose=0)
     held_in_scores = run["predictions"].scores
     # The official practice for a no-answer threshold: the one that maximises F1 on questions other than those
     # reported (here the held-in ones); applied unchanged to the held-apart questions.
