@@ -2,6 +2,7 @@
 
     python benchmarks/profile_train_step.py --preset albert_base --batch 8 --seq 128
     python benchmarks/profile_train_step.py --system keras_hub --xla true      # keras-hub's AlbertMaskedLM
+    python benchmarks/profile_train_step.py --preset bert_base --xla true     # BERT, whole step compiled
 
 Needs `pip install xprof` (the profiler's converters; not a dependency of the library). Prints the host ops by
 self time, grouped by op type and by op name (the top `--top` of each), as seconds per update and share of the
@@ -21,41 +22,21 @@ import train_throughput  # noqa: E402  (the same presets and random batch as the
 
 
 def build(args):
-    import keras
-    import tensorflow as tf
-
-    keras.config.set_dtype_policy("mixed_bfloat16" if args.precision == "bf16" else "float32")
-    keras.utils.set_random_seed(0)
+    """One `train_on_batch` update of the system, built as the throughput suite builds it (`build_ours`,
+    `build_keras_hub`), on its random batch."""
+    config = {"model": args.preset, "precision": args.precision, "xla": args.xla}
     data = train_throughput.make_batch(args.preset, args.seq, args.batch, args.predictions)
-    if args.system == "ours":
-        from keras_albert import PretrainingModel
-        from keras_albert.optimizers import EXCLUDE_FROM_WEIGHT_DECAY, LAMB
+    if args.system == "keras_hub":
+        task, (x, y, sample_weight), _ = train_throughput.build_keras_hub(config, data)
+        return lambda: task.train_on_batch(x, y, sample_weight=sample_weight)
+    model, _ = train_throughput.build_ours(config)
+    if args.fast_encoder == "false":  # back to keras-hub's own call on the same variables
+        import keras_hub
 
-        model = PretrainingModel.from_preset(args.preset, max_sequence_length=train_throughput.MAX_SEQUENCE_LENGTH)
-        if args.fast_encoder == "false":  # back to keras-hub's own call on the same variables
-            import keras_hub
-
-            for layer in model.backbone.layers:
-                if isinstance(layer, keras_hub.layers.TransformerEncoder):
-                    layer.__class__ = keras_hub.layers.TransformerEncoder
-        model.compile(optimizer=LAMB(1e-4, weight_decay=0.01,
-                                     exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY)),
-                      jit_compile=args.xla == "true")
-        return lambda: model.train_on_batch(data)
-    import keras_hub
-
-    c = train_throughput.PRESETS[args.preset]
-    backbone = keras_hub.models.AlbertBackbone(
-        vocabulary_size=c["vocabulary_size"], num_layers=c["num_layers"], num_heads=c["num_heads"],
-        hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"], dropout=c["dropout"],
-        embedding_dim=c["embedding_dim"], num_groups=1, num_inner_repetitions=1,
-        max_sequence_length=train_throughput.MAX_SEQUENCE_LENGTH)
-    task = keras_hub.models.AlbertMaskedLM(backbone, preprocessor=None)
-    task.compile(jit_compile=args.xla == "true")
-    x = {"token_ids": data["input_ids"], "segment_ids": data["segment_ids"], "padding_mask": data["input_mask"],
-         "mask_positions": data["masked_lm_positions"]}
-    del tf
-    return lambda: task.train_on_batch(x, data["masked_lm_ids"], sample_weight=data["masked_lm_weights"])
+        for layer in model.backbone.layers:
+            if isinstance(layer, keras_hub.layers.TransformerEncoder):
+                layer.__class__ = keras_hub.layers.TransformerEncoder
+    return lambda: model.train_on_batch(data)
 
 
 def summarise(trace_dir, updates, top):
@@ -86,8 +67,7 @@ def summarise(trace_dir, updates, top):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="ours", choices=("ours", "keras_hub"))
-    parser.add_argument("--preset", default="albert_base", choices=[p for p in train_throughput.PRESETS
-                                                                   if p.startswith("albert")])
+    parser.add_argument("--preset", default="albert_base", choices=list(train_throughput.PRESETS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--predictions", type=int, default=20)

@@ -132,7 +132,9 @@ def _fit_and_time(model, dataset, config, tf):
     return times, cpu_times, memory, "GPU" if gpu else "CPU"
 
 
-def run_ours(config, data):
+def build_ours(config):
+    """`keras_albert.PretrainingModel` for `config["model"]`, compiled with LAMB (ALBERT's exclusions) as
+    `keras-albert pretrain` compiles it."""
     keras, tf = _keras_setup(config)
     from keras_albert import PretrainingModel
     from keras_albert.optimizers import EXCLUDE_FROM_WEIGHT_DECAY, LAMB
@@ -140,11 +142,12 @@ def run_ours(config, data):
     model = PretrainingModel.from_preset(config["model"], max_sequence_length=MAX_SEQUENCE_LENGTH)
     optimizer = LAMB(1e-4, weight_decay=0.01, exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY))
     model.compile(optimizer=optimizer, jit_compile=config["xla"] == "true")
-    dataset = tf.data.Dataset.from_tensors(data).repeat()
-    return _fit_and_time(model, dataset, config, tf)
+    return model, tf
 
 
-def run_keras_hub(config, data):
+def build_keras_hub(config, data):
+    """keras-hub's `AlbertMaskedLM` / `BertMaskedLM` with its default `compile`, and `data` as its `(x, y,
+    sample_weight)`."""
     keras, tf = _keras_setup(config)
     import keras_hub
 
@@ -162,8 +165,17 @@ def run_keras_hub(config, data):
     task.compile(jit_compile=config["xla"] == "true")
     x = {"token_ids": data["input_ids"], "segment_ids": data["segment_ids"], "padding_mask": data["input_mask"],
          "mask_positions": data["masked_lm_positions"]}
-    dataset = tf.data.Dataset.from_tensors((x, data["masked_lm_ids"], data["masked_lm_weights"])).repeat()
-    return _fit_and_time(task, dataset, config, tf)
+    return task, (x, data["masked_lm_ids"], data["masked_lm_weights"]), tf
+
+
+def run_ours(config, data):
+    model, tf = build_ours(config)
+    return _fit_and_time(model, tf.data.Dataset.from_tensors(data).repeat(), config, tf)
+
+
+def run_keras_hub(config, data):
+    task, batch, tf = build_keras_hub(config, data)
+    return _fit_and_time(task, tf.data.Dataset.from_tensors(batch).repeat(), config, tf)
 
 
 def run_torch(config, data):
