@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from fixtures_data import scratch_dir, trained_tokenizer_dir
-from keras_albert.data.pretraining import pool
+from fixtures_data import novel_slice, scratch_dir, trained_tokenizer_dir
+from keras_albert import signals
+from keras_albert.data.pretraining import api, pool
 
 SHM = "/dev/shm"
 DEADLINE_SECONDS = 5.0
@@ -135,3 +136,53 @@ def test_stale_spill_of_a_dead_process_is_removed_by_the_next_run():
     assert os.path.basename(mine).startswith(f"{pool.SPILL_PREFIX}{os.getpid()}-")
     pool.remove_stale_spills(root)
     assert os.path.isdir(mine), "a live owner's directory is kept"
+
+
+class _SignalsWhenCollected:
+    """Sends SIGTERM to this process from its finalizer: the handler runs inside `__del__`, where Python swallows
+    the exception it raises ("Exception ignored in ..."), as it did in TensorFlow's `Executor.__del__`."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)
+        for _ in range(100):  # bytecodes after the signal: the handler runs at one of them, inside this __del__
+            pass
+
+
+def _swallow_one_sigterm(monkeypatch):
+    """A SIGTERM whose `Terminated` dies in a finalizer; returns the list the swallowed exceptions are put in."""
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: swallowed.append(unraisable.exc_value))
+    _SignalsWhenCollected()  # collected at once (reference count 0)
+    return swallowed
+
+
+def test_a_signal_whose_exception_a_finalizer_swallowed_is_raised_by_check(monkeypatch):
+    with signals.raising():
+        signals.check()  # no signal yet: nothing
+        swallowed = _swallow_one_sigterm(monkeypatch)
+        assert [type(error) for error in swallowed] == [signals.Terminated], "the finalizer did not swallow it"
+        with pytest.raises(signals.Terminated) as raised:
+            signals.check()
+    assert raised.value.signum == signal.SIGTERM
+    signals.check()  # outside the block: nothing
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "the previous handler is back"
+
+
+def test_a_swallowed_signal_stops_the_run_before_anything_is_committed(monkeypatch, tmp_path):
+    """The run goes on after the finalizer swallowed the signal's exception; the next item of work raises it, and
+    no shard or summary carries its final name (before `signals.check`, the run finished and exited 0)."""
+    tokenize = api.tokenize_piece
+    calls = []
+
+    def tokenize_then_swallow(*args):
+        if not calls:
+            calls.append(_swallow_one_sigterm(monkeypatch))
+        return tokenize(*args)
+
+    monkeypatch.setattr(api, "tokenize_piece", tokenize_then_swallow)
+    out = str(tmp_path / "out")
+    with pytest.raises(signals.Terminated), signals.raising():
+        api.create_pretraining_data(novel_slice(1500), trained_tokenizer_dir("albert"), out, max_seq_length=128,
+                                    dupe_factor=2, workers=1, progress=False)
+    assert [type(error) for error in calls[0]] == [signals.Terminated], "the finalizer did not swallow it"
+    assert not _leftovers(out) and not os.path.exists(os.path.join(out, "summary.json")), os.listdir(out)

@@ -25,6 +25,7 @@ from tensorflow_datasets.question_answering import qa_utils
 from fixtures_data import novel_slice, scratch_dir, trained_tokenizer_dir
 from keras_albert import cli
 from keras_albert.data import create_pretraining_data, squad, tfds_input, tokenizers
+from keras_albert.data import text as text_module
 from keras_albert.errors import UserInputError
 
 TEXT_DATASET = "keras_albert_test_text"
@@ -281,28 +282,47 @@ def test_evaluate_squad_scores_a_tfds_split_as_its_json(data_dir, monkeypatch, c
     assert 0 < scores[0]["HasAns_f1"] < 100
 
 
+def _whole_corpus(path):
+    """Every embedded novel in one plain text file (blank lines between them): ~650K words, so that the run stays in
+    its tokenizing and instance phases for seconds after the text has come through TFDS."""
+    import gzip
+
+    with open(path, "w", encoding="utf-8") as target:
+        for novel in text_module.corpus_files():
+            with gzip.open(novel, "rt", encoding="utf-8") as source:
+                target.write(source.read().strip() + "\n\n")
+    return path
+
+
 @pytest.mark.large
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
     """As tests/test_create_pretraining_data_signals.py, with a TFDS input: TensorFlow loads in the main process
-    after the workers are forked, and a SIGTERM must still end the run within 5 s (os._exit after the clean-up)."""
+    after the workers are forked, and a SIGTERM must still end the run within 5 s (os._exit after the clean-up).
+
+    The signal goes once a piece of the text, read through TFDS (so with TensorFlow loaded and used), is in the
+    spill directory for the worker: the run is then tokenizing, with instance building still to come. (Waiting for
+    the shards' temporary files instead raced the run's end: on one CI machine the instances took ~50 ms.)"""
     from test_create_pretraining_data_signals import DEADLINE_SECONDS, SHM, _alive, _children, _owned
 
-    SOURCES["text"] = novel_slice(3000)
+    SOURCES["text"] = _whole_corpus(str(tmp_path / "novels.txt"))
     directory = str(tmp_path / "tfds")
     KerasAlbertTestText(data_dir=directory).download_and_prepare()
     out = str(tmp_path / "out")
     os.makedirs(out)
     argv = [sys.executable, "-m", "keras_albert.cli", "create-pretraining-data", "--input", f"tfds:{TEXT_DATASET}",
             "--tfds_data_dir", directory, "--tokenizer", trained_tokenizer_dir("albert"), "--output_dir", out,
-            "--max_seq_length", "128", "--dupe_factor", "60", "--workers", "2", "--quiet"]
+            "--max_seq_length", "128", "--dupe_factor", "20", "--workers", "2", "--quiet"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not [name for name in os.listdir(out) if name.endswith(".tmp")]:  # building instances
+    while True:  # until a piece of TFDS text has been shipped to the worker
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
-    workers = _children(process.pid)
-    assert workers and _owned(SHM, process.pid)
+        workers = _children(process.pid)
+        spills = [os.path.join(SHM, name) for name in _owned(SHM, process.pid)]
+        if workers and any(name.startswith("piece-") for spill in spills for name in _listdir(spill)):
+            break
+        time.sleep(0.01)
+    assert not [name for name in os.listdir(out) if not name.endswith(".tmp")], "the run had already finished"
     killed_at = time.monotonic()
     os.kill(process.pid, signum)
     while time.monotonic() - killed_at < DEADLINE_SECONDS and (
@@ -315,3 +335,11 @@ def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
     assert seconds < DEADLINE_SECONDS
     assert status == (-signal.SIGKILL if signum == signal.SIGKILL else 128 + signal.SIGTERM)
     print(f"\n{signal.Signals(signum).name} with a tfds: input: everything gone {seconds:.2f} s after the signal")
+
+
+def _listdir(path):
+    """The names in `path`, or none once it is gone (the run removes its spill directory as it ends)."""
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []

@@ -7,11 +7,11 @@
         --tokenizer tok --output_dir data                                            # a prepared TFDS split
 """
 
-import contextlib
 import os
 import signal
 import sys
 
+from keras_albert import signals
 from keras_albert.data.pretraining import create_pretraining_data
 from keras_albert.data.pretraining.settings import MASKING_MODES
 from keras_albert.data.tokenizers import MODEL_TYPES
@@ -100,43 +100,14 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
 
 
-# Signals that end the command with its clean-up run (workers stopped, temporary shards and /dev/shm files removed);
-# SIGINT already raises KeyboardInterrupt. Any other (SIGKILL included) still leaves nothing behind: the workers see
-# their parent die and clean up (`keras_albert.data.pretraining.pool`).
-TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
-
-
-class Terminated(BaseException):
-    """A terminating signal, raised in the main thread so that every `finally` runs."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def signals_raise():
-    """Within the block, a terminating signal raises `Terminated` once; a second one acts as the default."""
-    numbers = [getattr(signal, name) for name in TERMINATING_SIGNALS if hasattr(signal, name)]
-
-    def raise_terminated(signum, frame):
-        for number in numbers:
-            signal.signal(number, signal.SIG_DFL)
-        raise Terminated(signum)
-
-    previous = {number: signal.signal(number, raise_terminated) for number in numbers}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def run(args):
+    # SIGTERM and the other terminating signals end the command with its clean-up run (workers stopped, temporary
+    # shards and /dev/shm files removed). Any other (SIGKILL included) still leaves nothing behind: the workers see
+    # their parent die and clean up (`keras_albert.data.pretraining.pool`).
     try:
-        with signals_raise():
+        with signals.raising():
             return _run(args)
-    except Terminated as stopped:
+    except signals.Terminated as stopped:
         name = signal.Signals(stopped.signum).name
         print(f"keras-albert create-pretraining-data: stopped by {name}", file=sys.stderr)
         # The signal asked the process to end, and all it made is cleaned up: end now. A normal interpreter exit

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 
-from keras_albert import io
+from keras_albert import io, signals
 from keras_albert.data import text, tfds_input, tokenizers
 from keras_albert.data.pretraining import instances, plan, pool, writer
 from keras_albert.data.pretraining.corpus import Corpus, input_pieces, tokenize_piece
@@ -169,6 +169,7 @@ def create_pretraining_data(
             workers_pool.wait_for_writes()
             bar.close()
         shards.close()
+        signals.check()  # nothing is committed after a terminating signal, even one whose exception was swallowed
     except BaseException:
         if shards is not None:
             shards.abort()

@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from keras_albert import io
+from keras_albert import io, signals
 from keras_albert.data.pretraining import instances, writer
 from keras_albert.data.pretraining.corpus import Corpus
 from keras_albert.data.pretraining.settings import PretrainingDataSettings
@@ -379,13 +379,19 @@ class WorkerPool:
         """`function(state, item)` for every item, yielded in item order. `ship(item, spill)` turns an item into
         what is sent to a worker (large data into spill files); `function` is a module-level function."""
         if not self.processes:
-            return (function(self.state, item) for item in items)
+            return self._map_here(function, items)
         return self._map(function, items, ship)
+
+    def _map_here(self, function, items):
+        for item in items:
+            signals.check()  # between items: a terminating signal whose exception was swallowed is raised here
+            yield function(self.state, item)
 
     def _map(self, function, items, ship):
         done = {}  # index -> result, computed here or received
         count = following = 0
         for count, item in enumerate(items, 1):
+            signals.check()  # between items: a terminating signal whose exception was swallowed is raised here
             self._receive(done, block=False)
             rank = min(range(len(self.processes)), key=self.in_flight.__getitem__)
             if self.in_flight[rank] < 2:
@@ -398,6 +404,7 @@ class WorkerPool:
                 yield done.pop(following)
                 following += 1
         while following < count:
+            signals.check()
             if following not in done:
                 self._receive(done, block=True)
                 continue
@@ -411,6 +418,7 @@ class WorkerPool:
 
     def wait_for_writes(self):
         while self.writes:
+            signals.check()
             self._receive({}, block=True)
 
     def _receive(self, done, block):
