@@ -1,9 +1,9 @@
 """create-pretraining-data killed mid-run (issue 9): no process of it remains, nothing of it stays in /dev/shm, and
 no shard carries its final name.
 
-The command runs with 2 workers on the embedded corpus (dupe_factor 20: busy for many seconds); each test waits until
-the workers hold the shared corpus and the shards' temporary files exist, sends a signal to the main process only,
-and gives everything 5 seconds to disappear. About 3 s a test.
+The command runs with 2 workers on the embedded corpus (dupe_factor 60: its instance phase, the shorter of the two,
+lasts about a second); each test waits until the run is in the phase, sends a signal to the main process only, and
+gives everything 5 seconds to disappear. Under a second a test.
 """
 
 import os
@@ -56,7 +56,7 @@ def _start(output_dir):
     command = [
         sys.executable, "-m", "keras_albert.cli", "create-pretraining-data",
         "--tokenizer", trained_tokenizer_dir("albert"), "--output_dir", output_dir,
-        "--max_seq_length", "128", "--dupe_factor", "20", "--num_shards", "4", "--workers", "2", "--quiet",
+        "--max_seq_length", "128", "--dupe_factor", "60", "--num_shards", "4", "--workers", "2", "--quiet",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -75,7 +75,7 @@ def _wait_until_busy(process, output_dir, phase, timeout=240):
         temporaries = [name for name in os.listdir(output_dir) if name.endswith(".tmp")] if shared else []
         if workers and temporaries:
             return workers
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.kill()
     pytest.fail("create-pretraining-data never got busy")
 
