@@ -6,8 +6,8 @@ name or with an entry of a module-level table of module names (a lazy `__init__`
 from a package (`from keras_albert.models import huggingface`) counts as an import of the submodule when one by that
 name exists, else of the package.
 
-Layers, bottom to top (`RANKS`): 0 `errors`, `io`, `version`; 1 `data`, `optimizers`, `distribute`; 2 `models`;
-3 `training`; 4 `commands`, `cli`, `sagemaker`, `quickstart`. The rules:
+Layers, bottom to top (`RANKS`): 0 `errors`, `io`, `version`, `signals`; 1 `data`, `optimizers`, `distribute`;
+2 `models`; 3 `training`; 4 `commands`, `cli`, `sagemaker`, `quickstart`. The rules:
 - a module never imports a module of a higher rank, even inside a function;
 - sideways, between top-level packages of the same rank: allowed at ranks 0 and 4 (`io` raises `errors`;
   `quickstart` drives `cli`, a SageMaker entry point runs commands), forbidden at rank 1: `data`, `optimizers` and
@@ -35,6 +35,7 @@ RANKS = {
     "keras_albert.errors": 0,
     "keras_albert.io": 0,
     "keras_albert.version": 0,
+    "keras_albert.signals": 0,
     "keras_albert.data": 1,
     "keras_albert.optimizers": 1,
     "keras_albert.distribute": 1,
