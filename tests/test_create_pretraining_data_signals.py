@@ -62,14 +62,17 @@ def _start(output_dir):
 
 
 def _wait_until_busy(process, output_dir, phase, timeout=240):
-    """The worker pids once the run is in `phase`: "tokenizing" (text pieces go through the spill directory) or
-    "instances" (the workers share the corpus and the shards' temporary files exist)."""
+    """The worker pids once the run is in `phase`: "tokenizing" (text pieces go through the spill directory),
+    "shipped" (a piece of text is in it: the input has been read, with TensorFlow for a `tfds:` one) or "instances"
+    (the workers share the corpus and the shards' temporary files exist)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         workers = _children(process.pid)
         spills = [os.path.join(SHM, name) for name in _owned(SHM, process.pid)] if os.path.isdir(SHM) else []
         if phase == "tokenizing" and workers and spills:
+            return workers
+        if phase == "shipped" and workers and any(n.startswith("piece-") for s in spills for n in _listdir(s)):
             return workers
         shared = any(os.path.exists(os.path.join(spill, "state.json")) for spill in spills)
         temporaries = [name for name in os.listdir(output_dir) if name.endswith(".tmp")] if shared else []
@@ -105,6 +108,14 @@ def _kill_and_measure(signum, phase):
     print(f"\n{signal.Signals(signum).name} while {phase}: main process and {len(workers)} worker(s) gone, /dev/shm "
           f"and --output_dir clean {seconds:.2f} s after the signal (exit status {status})")
     return status, stderr
+
+
+def _listdir(path):
+    """The names in `path`, or none once it is gone (the run removes its spill directory as it ends)."""
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def _leftovers(output_dir):

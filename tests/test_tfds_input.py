@@ -285,12 +285,9 @@ def test_evaluate_squad_scores_a_tfds_split_as_its_json(data_dir, monkeypatch, c
 def _whole_corpus(path):
     """Every embedded novel in one plain text file (blank lines between them): ~650K words, so that the run stays in
     its tokenizing and instance phases for seconds after the text has come through TFDS."""
-    import gzip
-
     with open(path, "w", encoding="utf-8") as target:
         for novel in text_module.corpus_files():
-            with gzip.open(novel, "rt", encoding="utf-8") as source:
-                target.write(source.read().strip() + "\n\n")
+            target.write(text_module.read_text(novel).strip() + "\n\n")
     return path
 
 
@@ -303,7 +300,7 @@ def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
     The signal goes once a piece of the text, read through TFDS (so with TensorFlow loaded and used), is in the
     spill directory for the worker: the run is then tokenizing, with instance building still to come. (Waiting for
     the shards' temporary files instead raced the run's end: on one CI machine the instances took ~50 ms.)"""
-    from test_create_pretraining_data_signals import DEADLINE_SECONDS, SHM, _alive, _children, _owned
+    from test_create_pretraining_data_signals import DEADLINE_SECONDS, SHM, _alive, _owned, _wait_until_busy
 
     SOURCES["text"] = _whole_corpus(str(tmp_path / "novels.txt"))
     directory = str(tmp_path / "tfds")
@@ -314,14 +311,7 @@ def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
             "--tfds_data_dir", directory, "--tokenizer", trained_tokenizer_dir("albert"), "--output_dir", out,
             "--max_seq_length", "128", "--dupe_factor", "20", "--workers", "2", "--quiet"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while True:  # until a piece of TFDS text has been shipped to the worker
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        workers = _children(process.pid)
-        spills = [os.path.join(SHM, name) for name in _owned(SHM, process.pid)]
-        if workers and any(name.startswith("piece-") for spill in spills for name in _listdir(spill)):
-            break
-        time.sleep(0.01)
+    workers = _wait_until_busy(process, out, "shipped", timeout=300)  # a piece of TFDS text is with the worker
     assert not [name for name in os.listdir(out) if not name.endswith(".tmp")], "the run had already finished"
     killed_at = time.monotonic()
     os.kill(process.pid, signum)
@@ -336,10 +326,3 @@ def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
     assert status == (-signal.SIGKILL if signum == signal.SIGKILL else 128 + signal.SIGTERM)
     print(f"\n{signal.Signals(signum).name} with a tfds: input: everything gone {seconds:.2f} s after the signal")
 
-
-def _listdir(path):
-    """The names in `path`, or none once it is gone (the run removes its spill directory as it ends)."""
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
