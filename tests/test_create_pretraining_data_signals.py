@@ -89,25 +89,34 @@ def _kill_and_measure(signum, phase):
     process = _start(output_dir)
     workers = _wait_until_busy(process, output_dir, phase)
     assert _owned(SHM, process.pid), "the spill directory is in /dev/shm while the run works"
+    status, stderr, seconds = _signal_and_wait(process, workers, output_dir, signum)
+    new_in_shm = set(os.listdir(SHM)) - shm_before
+    assert not [name for name in new_in_shm if str(process.pid) in name or name.startswith("sem.mp")]
+    print(f"\n{signal.Signals(signum).name} while {phase}: main process and {len(workers)} worker(s) gone, /dev/shm "
+          f"and --output_dir clean {seconds:.2f} s after the signal (exit status {status})")
+    return status, stderr
+
+
+def _signal_and_wait(process, workers, output_dir, signum, leftovers=None):
+    """Sends `signum` to the run and waits (up to `DEADLINE_SECONDS`) until its processes, its /dev/shm entries and
+    `leftovers(output_dir)` (default `_leftovers`) are gone; asserts they are. Returns (exit status, stderr,
+    seconds from the signal until everything was gone)."""
+    leftovers = leftovers or _leftovers
     killed_at = time.monotonic()
     os.kill(process.pid, signum)
     while time.monotonic() - killed_at < DEADLINE_SECONDS:
         gone = not _alive(process.pid) and not any(map(_alive, workers))
-        if gone and not _owned(SHM, process.pid) and not _leftovers(output_dir):
+        if gone and not _owned(SHM, process.pid) and not leftovers(output_dir):
             break
         time.sleep(0.02)
     seconds = time.monotonic() - killed_at
-    status = process.wait(timeout=10)
+    status = process.wait(timeout=30)
     _, stderr = process.communicate()
     assert not any(map(_alive, [process.pid, *workers])), f"still running after {seconds:.1f} s"
     assert not _owned(SHM, process.pid), f"left in /dev/shm: {_owned(SHM, process.pid)}"
-    new_in_shm = set(os.listdir(SHM)) - shm_before
-    assert not [name for name in new_in_shm if str(process.pid) in name or name.startswith("sem.mp")]
-    assert not _leftovers(output_dir), f"left in --output_dir: {os.listdir(output_dir)}"
+    assert not leftovers(output_dir), f"left in --output_dir: {os.listdir(output_dir)}"
     assert seconds < DEADLINE_SECONDS
-    print(f"\n{signal.Signals(signum).name} while {phase}: main process and {len(workers)} worker(s) gone, /dev/shm "
-          f"and --output_dir clean {seconds:.2f} s after the signal (exit status {status})")
-    return status, stderr
+    return status, stderr, seconds
 
 
 def _listdir(path):

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -300,7 +299,7 @@ def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
     The signal goes once a piece of the text, read through TFDS (so with TensorFlow loaded and used), is in the
     spill directory for the worker: the run is then tokenizing, with instance building still to come. (Waiting for
     the shards' temporary files instead raced the run's end: on one CI machine the instances took ~50 ms.)"""
-    from test_create_pretraining_data_signals import DEADLINE_SECONDS, SHM, _alive, _owned, _wait_until_busy
+    from test_create_pretraining_data_signals import _signal_and_wait, _wait_until_busy
 
     SOURCES["text"] = _whole_corpus(str(tmp_path / "novels.txt"))
     directory = str(tmp_path / "tfds")
@@ -313,16 +312,7 @@ def test_killed_with_a_tfds_input_leaves_nothing(signum, tmp_path):
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     workers = _wait_until_busy(process, out, "shipped", timeout=300)  # a piece of TFDS text is with the worker
     assert not [name for name in os.listdir(out) if not name.endswith(".tmp")], "the run had already finished"
-    killed_at = time.monotonic()
-    os.kill(process.pid, signum)
-    while time.monotonic() - killed_at < DEADLINE_SECONDS and (
-        any(map(_alive, [process.pid, *workers])) or _owned(SHM, process.pid) or os.listdir(out)
-    ):
-        time.sleep(0.02)
-    seconds = time.monotonic() - killed_at
-    status = process.wait(timeout=30)
-    assert not any(map(_alive, workers)) and not _owned(SHM, process.pid) and not os.listdir(out)
-    assert seconds < DEADLINE_SECONDS
+    status, _, seconds = _signal_and_wait(process, workers, out, signum, leftovers=os.listdir)  # nothing left
     assert status == (-signal.SIGKILL if signum == signal.SIGKILL else 128 + signal.SIGTERM)
     print(f"\n{signal.Signals(signum).name} with a tfds: input: everything gone {seconds:.2f} s after the signal")
 
