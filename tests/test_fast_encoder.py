@@ -209,12 +209,11 @@ def test_the_last_layer_at_some_rows_matches_the_whole_sequence_at_those_rows(pr
     assert max(errors.values()) < 1e-5, errors
 
 
-@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
-def test_pretraining_model_computes_the_last_layer_at_the_heads_rows_only(preset, monkeypatch):
-    """`PretrainingModel.call` with the fast encoder: the same logits and gradients as the functional graph with
-    keras-hub's call (every row of the last layer), and its last layer called for [CLS] and the masked rows."""
+def _fast_and_slow_pretraining_models(preset):
+    """A `PretrainingModel` with the fast encoder, the same model and weights with keras-hub's call, and a batch
+    (no dropout anywhere: the two would draw different masks in training)."""
     keras.utils.set_random_seed(0)
-    fast = PretrainingModel.from_preset(preset, max_sequence_length=32, dropout=0.0)
+    fast = PretrainingModel.from_preset(preset, max_sequence_length=32, dropout=0.0, classifier_dropout=0.0)
     config = fast.get_config()
     backbone = fast.backbone
     config["backbone"] = keras.layers.serialize(type(backbone).from_config({**backbone.get_config(),
@@ -227,6 +226,15 @@ def test_pretraining_model_computes_the_last_layer_at_the_heads_rows_only(preset
              "input_mask": encoded["padding_mask"], "masked_lm_positions": positions,
              "masked_lm_ids": np.ones_like(positions), "masked_lm_weights": np.ones(positions.shape, "float32"),
              "next_sentence_labels": np.zeros((BATCH, 1), "int32")}
+    return fast, slow, batch
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+def test_pretraining_model_computes_the_last_layer_at_the_heads_rows_only(preset, monkeypatch):
+    """`PretrainingModel.call` with the fast encoder: the same logits and gradients as the functional graph with
+    keras-hub's call (every row of the last layer), and its last layer called for [CLS] and the masked rows."""
+    fast, slow, batch = _fast_and_slow_pretraining_models(preset)
+    positions = batch["masked_lm_positions"]
 
     rows_seen = []
     original_call = FastTransformerEncoder.call
@@ -252,4 +260,50 @@ def test_pretraining_model_computes_the_last_layer_at_the_heads_rows_only(preset
     for name in ("mlm_logits", "sentence_order_logits"):
         assert _relative_error(actual[name].numpy(), expected[name].numpy()) < 1e-5, name
     errors = _gradient_errors(fast.trainable_variables, gradients, expected_gradients)
+    assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.parametrize("preset", ["albert_tiny", "bert_tiny"])
+def test_the_train_step_takes_the_fast_path_and_updates_as_the_functional_graph(preset, monkeypatch):
+    """Keras' train step calls the model with `mask` as a dict of Nones, one per input. The train step must still
+    take `PretrainingModel.call`'s fast path (it once fell back to the functional graph there): the last layer at
+    the heads' rows, the weights prepared once per layer object (once for ALBERT's shared layer, for all its
+    calls), and one SGD update equal to the functional graph's with keras-hub's call."""
+    fast, slow, batch = _fast_and_slow_pretraining_models(preset)
+    calls = []
+    original_call = FastTransformerEncoder.call
+
+    def spy(self, *args, query_positions=None, prepared=None, **kwargs):
+        calls.append((id(self), None if query_positions is None else tuple(query_positions.shape), prepared))
+        return original_call(self, *args, query_positions=query_positions, prepared=prepared, **kwargs)
+
+    monkeypatch.setattr(FastTransformerEncoder, "call", spy)
+    before = [v.numpy() for v in fast.trainable_variables]
+    for model in (slow, fast):
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+    slow_loss = slow.train_on_batch(batch, return_dict=True)["loss"]
+    assert not calls  # keras-hub's own call
+    fast_loss = fast.train_on_batch(batch, return_dict=True)["loss"]
+
+    layers = fast.backbone.num_layers
+    heads_rows = (BATCH, 1 + batch["masked_lm_positions"].shape[1])
+    assert calls and len(calls) % layers == 0
+    for start in range(0, len(calls), layers):  # one forward pass per trace
+        trace = calls[start:start + layers]
+        assert [rows for _, rows, _ in trace] == [None] * (layers - 1) + [heads_rows]
+        assert all(prepared is not None for _, _, prepared in trace)
+        prepared_per_layer = {}
+        for layer, _, prepared in trace:
+            assert prepared_per_layer.setdefault(layer, prepared) is prepared
+        assert len({id(p) for p in prepared_per_layer.values()}) == len(prepared_per_layer)
+    assert (len({layer for layer, _, _ in calls}) == 1) == (fast.model_type == "albert")
+
+    assert abs(fast_loss - slow_loss) <= 1e-5 * abs(slow_loss)
+    # the updates, relative to the largest one: some are zero up to round-off (the key bias's gradient is zero)
+    updates = [(f.numpy() - b, s.numpy() - b) for f, s, b in zip(fast.trainable_variables, slow.trainable_variables,
+                                                                  before)]
+    largest = max(np.abs(expected).max() for _, expected in updates)
+    assert largest > 1e-3
+    errors = {v.path: float(np.abs(actual - expected).max() / largest)
+              for v, (actual, expected) in zip(fast.trainable_variables, updates)}
     assert max(errors.values()) < 1e-5, errors

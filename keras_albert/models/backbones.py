@@ -78,15 +78,19 @@ def encode_at(backbone, token_ids, segment_ids, padding_mask, positions, trainin
     if isinstance(backbone, keras_hub.models.AlbertBackbone):
         x = backbone.embeddings_projection(x)
     calls = _layer_calls(backbone)
-    for layer in calls[:-1]:
-        x = layer(x, padding_mask=padding_mask, training=training)
-    last = calls[-1]
-    if isinstance(last, FastTransformerEncoder):
+    prepared = {}  # per layer object: ALBERT's shared layer concatenates and transposes its kernels once
+    for index, layer in enumerate(calls):
+        last = index == len(calls) - 1
+        if not isinstance(layer, FastTransformerEncoder):
+            x = layer(x, padding_mask=padding_mask, training=training)
+            x = tf.gather(x, positions, batch_dims=1) if last else x
+            continue
+        if id(layer) not in prepared:
+            prepared[id(layer)] = layer.prepare()
         # `call` itself: the layer is built, and Keras checks keyword arguments against the signature it cached
         # when keras-hub built the layer, before `use_fast_encoder` changed its class
-        x = last.call(x, padding_mask=padding_mask, training=training, query_positions=positions)
-    else:
-        x = tf.gather(last(x, padding_mask=padding_mask, training=training), positions, batch_dims=1)
+        x = layer.call(x, padding_mask=padding_mask, training=training, query_positions=positions if last else None,
+                       prepared=prepared[id(layer)])
     return x
 
 

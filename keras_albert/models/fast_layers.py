@@ -5,9 +5,13 @@ projections, a boolean mask broadcast to [batch, heads, query, key] and applied 
 its feed-forward block through two `Dense` layers on 3-D tensors. On a CPU without XLA each of those small
 element-wise steps is its own kernel, forward and backward. `FastTransformerEncoder.call` computes the same function
 with fewer kernels:
-- Q, K and V as one [batch * seq, hidden] x [hidden, 3 * hidden] matmul (the three kernels concatenated inside the
-  call, so the variables, their names and shapes, stay those of the keras-hub layer), and 2-D matmuls with
+- Q, K and V as one [batch * seq, hidden] x [hidden, 3 * hidden] matmul (the three kernels concatenated by
+  `prepare()`, so the variables, their names and shapes, stay those of the keras-hub layer), and 2-D matmuls with
   `bias_add`, which oneDNN fuses (in float32);
+- every matmul's gradient to its input multiplies by the kernel transposed beforehand (`_linear`): oneDNN
+  multiplies by a plain right operand faster than by a transposed one, and `backbones.encode_at` prepares the
+  concatenated and transposed kernels once per layer object, so ALBERT's shared layer does it once per forward
+  pass for its 12 calls;
 - the element-wise blocks between the matmuls (scale + padding mask + softmax, bias + GELU, residual + layer norm)
   each compiled with XLA into one or two loops, forward and backward, with hand-written gradients, while the
   matmuls stay in oneDNN, which on a CPU is faster than an XLA-compiled step's. The padding mask is an additive
@@ -146,14 +150,34 @@ def _add_bias(x, bias):
     return tf.nn.bias_add(x, bias) if x.dtype == tf.float32 else x + bias
 
 
-def _projections(x, dense_layers, dtype, hidden, shape):
-    """The attention projections of `x` ([rows, hidden]) by `dense_layers` (keras-hub's `EinsumDense` query, key
-    and value layers, or some of them) as one matmul, their kernels concatenated inside the call; returns one
-    [batch, heads, seq, head_dim] tensor per layer, `shape` being [batch, seq, len(dense_layers), heads, head_dim]."""
-    width = shape[3] * shape[4]
-    kernel = tf.concat([tf.reshape(tf.cast(d.kernel, dtype), [hidden, width]) for d in dense_layers], 1)
-    bias = tf.concat([tf.reshape(tf.cast(d.bias, dtype), [-1]) for d in dense_layers], 0)
-    projected = _add_bias(tf.matmul(x, kernel), bias)
+def _linear(x, kernel, kernel_t, bias=None):
+    """`x @ kernel (+ bias)` over a [rows, in] `x`, whose gradient to `x` multiplies by `kernel_t`, the kernel
+    already transposed ([units, in]). oneDNN multiplies by a plain right operand faster than by a transposed one
+    (`dy @ kernel^T`, TensorFlow's own gradient; 1024 x 3072 x 768: 313 vs 266 GFLOP/s on the 2-core Xeon of issue
+    12), and `FastTransformerEncoder.prepare` transposes once for all the calls of an ALBERT layer group."""
+
+    def forward(x, kernel, *bias_):
+        y = tf.matmul(x, kernel)
+        y = _add_bias(y, bias_[0]) if bias_ else y  # inside, so that oneDNN still fuses the bias into the matmul
+
+        def grad(dy):
+            dx, dkernel = tf.matmul(dy, kernel_t), tf.matmul(x, dy, transpose_a=True)
+            return (dx, dkernel, tf.reduce_sum(dy, 0)) if bias_ else (dx, dkernel)
+
+        return y, grad
+
+    return tf.custom_gradient(forward)(x, kernel, *([] if bias is None else [bias]))
+
+
+def _transposed(kernel):
+    """`tf.transpose(kernel)` behind a `Snapshot`: Grappler folds a transpose that feeds a matmul directly back
+    into the matmul's `transpose_b`, which is what `_linear` avoids."""
+    return tf.raw_ops.Snapshot(input=tf.transpose(kernel))
+
+
+def _heads(projected, shape):
+    """[rows, n * heads * head_dim] projections as n [batch, heads, seq, head_dim] tensors; `shape` is [batch,
+    seq, n, heads, head_dim]."""
     return tf.unstack(tf.transpose(tf.reshape(projected, shape), [2, 0, 3, 1, 4]))
 
 
@@ -183,33 +207,59 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
     ```
     """
 
+    def prepare(self):
+        """The weights `call` multiplies by, in the compute dtype: the attention's query, key and value kernels as
+        one [hidden, 3 * hidden] matrix and its bias, and every kernel also transposed (for `_linear`'s
+        gradient). `backbones.encode_at` prepares once per layer object, so ALBERT's shared layer concatenates and
+        transposes once per forward pass rather than at each of its calls."""
+        attention, dtype = self._self_attention_layer, self.compute_dtype
+        hidden = attention._query_dense.kernel.shape[0]
+        width = attention.num_heads * attention.key_dim
+        parts = [attention._query_dense, attention._key_dense, attention._value_dense]
+        prepared = {
+            "qkv": tf.concat([tf.reshape(tf.cast(d.kernel, dtype), [hidden, width]) for d in parts], 1),
+            "qkv_bias": tf.concat([tf.reshape(tf.cast(d.bias, dtype), [-1]) for d in parts], 0),
+            "output": tf.reshape(tf.cast(attention._output_dense.kernel, dtype), [width, hidden]),
+            "output_bias": tf.cast(attention._output_dense.bias, dtype),
+        }
+        for name, dense in (("intermediate", self._feedforward_intermediate_dense),
+                            ("feedforward", self._feedforward_output_dense)):
+            prepared[name], prepared[name + "_bias"] = tf.cast(dense.kernel, dtype), tf.cast(dense.bias, dtype)
+        for name in ("qkv", "output", "intermediate", "feedforward"):
+            prepared[name + "_t"] = _transposed(prepared[name])
+        return prepared
+
     def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False,
-             query_positions=None):
+             query_positions=None, prepared=None):
         """keras-hub's call; `query_positions` ([batch, n] int) returns only those rows of the output, [batch, n,
         hidden], computing the attention's queries, its output and the feed-forward block for those rows only (the
-        keys and values still cover every position)."""
+        keys and values still cover every position). `prepared`: what `prepare()` returned, when the caller
+        shares it between calls of this layer (made here otherwise)."""
         if self.normalize_first or attention_mask is not None or return_attention_scores:
             outputs = super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask,
                                    training=training, return_attention_scores=return_attention_scores)
             if query_positions is None:
                 return outputs
             return tf.gather(outputs, query_positions, batch_dims=1)
+        w = self.prepare() if prepared is None else prepared
         attention = self._self_attention_layer
-        dtype = self.compute_dtype
         batch, seq = tf.shape(inputs)[0], tf.shape(inputs)[1]
         hidden = inputs.shape[-1]
         heads, head_dim = attention.num_heads, attention.key_dim
+        width = heads * head_dim
 
         x = tf.reshape(inputs, [-1, hidden])  # every row; below, the rows the output has (the queries')
-        kernels = [attention._query_dense, attention._key_dense, attention._value_dense]
         if query_positions is None:
             rows = seq
-            query, key, value = _projections(x, kernels, dtype, hidden, [batch, seq, 3, heads, head_dim])
+            projected = _linear(x, w["qkv"], w["qkv_t"], w["qkv_bias"])
+            query, key, value = _heads(projected, [batch, seq, 3, heads, head_dim])
         else:
             rows = tf.shape(query_positions)[1]
-            key, value = _projections(x, kernels[1:], dtype, hidden, [batch, seq, 2, heads, head_dim])
+            projected = _linear(x, w["qkv"][:, width:], w["qkv_t"][width:], w["qkv_bias"][width:])
+            key, value = _heads(projected, [batch, seq, 2, heads, head_dim])
             x = tf.reshape(tf.gather(inputs, query_positions, batch_dims=1), [-1, hidden])
-            (query,) = _projections(x, kernels[:1], dtype, hidden, [batch, rows, 1, heads, head_dim])
+            projected = _linear(x, w["qkv"][:, :width], w["qkv_t"][:width], w["qkv_bias"][:width])
+            (query,) = _heads(projected, [batch, rows, 1, heads, head_dim])
 
         if padding_mask is None:
             padding_mask = tf.ones([batch, seq], "float32")
@@ -218,22 +268,18 @@ class FastTransformerEncoder(keras_hub.layers.TransformerEncoder):
         probs = _scaled_masked_softmax(logits, bias, float(attention._inverse_sqrt_key_dim))
         probs = attention._dropout_layer(probs, training=training)
         context = tf.matmul(probs, value)  # [batch, heads, rows, head_dim]
-        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, heads * head_dim])
-        output = attention._output_dense
-        y = tf.matmul(context, tf.reshape(tf.cast(output.kernel, dtype), [heads * head_dim, hidden]))
-        y = _add_bias(y, tf.cast(output.bias, dtype))
+        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, width])
+        y = _linear(context, w["output"], w["output_t"], w["output_bias"])
         y = self._dropout(self._self_attention_dropout, y, batch, rows, hidden, training)
         x = self._layer_norm(self._self_attention_layer_norm, x, y)
 
         intermediate = self._feedforward_intermediate_dense
-        h = tf.matmul(x, tf.cast(intermediate.kernel, dtype))
         approximate = _gelu_kind(intermediate.activation)
         if approximate is None:
-            h = intermediate.activation(_add_bias(h, tf.cast(intermediate.bias, dtype)))
+            h = intermediate.activation(_linear(x, w["intermediate"], w["intermediate_t"], w["intermediate_bias"]))
         else:
-            h = _bias_gelu(h, tf.cast(intermediate.bias, dtype), approximate)
-        out = self._feedforward_output_dense
-        y = _add_bias(tf.matmul(h, tf.cast(out.kernel, dtype)), tf.cast(out.bias, dtype))
+            h = _bias_gelu(_linear(x, w["intermediate"], w["intermediate_t"]), w["intermediate_bias"], approximate)
+        y = _linear(h, w["feedforward"], w["feedforward_t"], w["feedforward_bias"])
         y = self._dropout(self._feedforward_dropout, y, batch, rows, hidden, training)
         x = self._layer_norm(self._feedforward_layer_norm, x, y)
         return tf.reshape(x, [batch, rows, hidden])

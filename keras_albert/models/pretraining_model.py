@@ -121,7 +121,9 @@ class PretrainingModel(Task):
         update.
         A backbone without the fast encoder runs the graph as built."""
         names_known = isinstance(inputs, dict) and all(name in inputs for name in self.input_names_used)
-        if not (names_known and getattr(self.backbone, "fast_encoder", False)) or mask is not None or kwargs:
+        # Keras' train, test and predict steps pass `mask` as a dict of Nones, one per input: no mask either
+        masked = any(m is not None for m in keras.tree.flatten(mask))
+        if not (names_known and getattr(self.backbone, "fast_encoder", False)) or masked or kwargs:
             return super().call(inputs, training=training, mask=mask, **kwargs)
         positions = tf.cast(inputs["masked_lm_positions"], "int32")
         rows = tf.concat([tf.zeros_like(positions[:, :1]), positions], 1)  # [CLS] first
