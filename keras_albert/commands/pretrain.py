@@ -89,7 +89,8 @@ def add_arguments(parser):
     model.add_argument("--model_type", default="albert", choices=MODEL_TYPES,
                        help="albert (shared layers, sentence order) or bert (next sentence).")
     model.add_argument("--model_size", default="base", choices=MODEL_SIZES,
-                       help="Preset size; tiny (0.2M parameters, tests) and small (0.55M, the quickstart) are CPU sizes.")
+                       help="Preset size; tiny (0.2M parameters, tests) and small (0.76M, the quickstart) are CPU "
+                       "sizes.")
     model.add_argument("--load_from", default="scratch", choices=LOAD_FROM,
                        help="scratch: random init; checkpoint: weights of --checkpoint_path (a run directory, "
                        "checkpoint prefix or .keras; fresh optimizer, e.g. BERT's phase 2); huggingface: a local "

@@ -46,7 +46,8 @@ def add_arguments(parser):
     add("--model_type", default="albert", choices=MODEL_TYPES,
         help="albert: SentencePiece + sentence-order prediction; bert: WordPiece + next sentence.")
     add("--model_size", default="small", choices=MODEL_SIZES,
-        help="Preset size (keras_albert.models.presets): small is 0.55M parameters, 128 wide; tiny half as wide.")
+        help="Preset size (keras_albert.models.presets): small is 0.76M parameters, 128 wide, two unshared layers; "
+        "tiny half as wide, one shared layer.")
     add("--vocab_size", type=int, default=5000, help="Tokenizer vocabulary.")
     add("--max_seq_length", type=int, default=128, help="Pretraining sequence length.")
     add("--dupe_factor", type=int, default=2, help="Masked copies of the corpus.")
@@ -54,7 +55,7 @@ def add_arguments(parser):
     add("--batch_size", type=int, default=32, help="Pretraining sequences per update.")
     add("--learning_rate", type=float, default=5e-3, help="Peak LAMB learning rate.")
     add("--squad_steps", type=int, default=3000, help="SQuAD finetuning updates.")
-    add("--squad_learning_rate", type=float, default=5e-4, help="Peak AdamW learning rate of the SQuAD finetuning.")
+    add("--squad_learning_rate", type=float, default=1e-3, help="Peak AdamW learning rate of the SQuAD finetuning.")
     add("--squad_batch_size", type=int, default=32, help="SQuAD finetuning rows per update.")
     add("--max_answer_length", type=int, default=-1,
         help="Longest answer predicted, in tokens; -1: the longest answer of the training questions (every answer "
